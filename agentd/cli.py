@@ -1,0 +1,280 @@
+"""The ``agentd`` command line.
+
+Exit codes (a contract scripts rely on): 0 ready / done; 1 not ready (a check failed) or
+the thing asked about is not there; 2 usage or configuration error, with one message
+naming what is wrong; 70 an internal error (a bug: please report it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import structlog
+from rich.console import Console
+
+from agentd import __version__, logs
+from agentd.app import App
+from agentd.errors import AgentdError, ConfigError, UsageError
+from agentd.model import Report
+from agentd.redact import redact_text
+
+EXIT_READY = 0
+EXIT_NOT_READY = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+
+log = structlog.get_logger("agentd.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with one line, like every other usage error
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="configuration file (default: $AGENTD_CONFIG, then the platform config folder)")
+    parser.add_argument(
+        "--disable-plugin",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="do not load this plugin (repeatable; see `agentd plugins`)",
+    )
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [agentd] log_level")
+
+
+def build_parser(commands: Sequence[Any] = ()) -> _Parser:
+    parser = _Parser(
+        prog="agentd",
+        description=(
+            "Readiness and incident diagnostics for Genesys Cloud WebRTC softphone agents: "
+            "measures this PC's path to the media and signaling edge, pulls what Genesys Cloud "
+            "recorded about a call, and names the cause with its evidence."
+        ),
+        epilog="Exit codes: 0 ready/done, 1 not ready, 2 usage or configuration error, 70 internal error.",
+    )
+    parser.add_argument("--version", action="version", version=f"agentd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    check = sub.add_parser(
+        "check",
+        help="run a readiness check now and print the report",
+        description="Run the checks of a profile now and print the report. Exit 0 when ready, 1 when a check failed.",
+    )
+    check.add_argument("--profile", choices=("preshift", "full"), default="preshift", help="preshift: local probes only, fast (default); full: every check and evidence")
+    check.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
+    check.add_argument("--output", metavar="FILE", help="also write the JSON report to FILE")
+    check.add_argument("--only", metavar="CHECK", action="append", default=[], help="run only this check id (repeatable)")
+    check.add_argument("--deadline", metavar="SECONDS", type=float, help="overall deadline (default from [agentd])")
+    _common(check)
+
+    diagnose = sub.add_parser(
+        "diagnose",
+        help="incident mode: gather the evidence of one conversation and name the cause",
+        description="Pull what Genesys Cloud recorded about a conversation, line it up with local history, and name the cause.",
+    )
+    diagnose.add_argument("conversation_id", metavar="CONVERSATION_ID")
+    diagnose.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
+    diagnose.add_argument("--output", metavar="FILE", help="also write the JSON report to FILE")
+    diagnose.add_argument("--diagnostics-file", metavar="FILE", help="a WebRTC diagnostics export (seed format) to read as evidence")
+    diagnose.add_argument("--with-checks", action="store_true", help="also run the local checks now")
+    _common(diagnose)
+
+    plugins = sub.add_parser("plugins", help="list every plugin: where it came from and its hooks")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(plugins)
+
+    cfg = sub.add_parser("config", help="show the effective configuration (secrets redacted)")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    show = cfg_sub.add_parser("show", help="print the effective configuration as TOML-like JSON, secrets redacted")
+    _common(show)
+    cfg_sub.add_parser("path", help="print which configuration file is used").set_defaults(_noconfig=True)
+
+    for command in commands:
+        p = sub.add_parser(command.name, help=command.help, description=command.description or command.help)
+        command.add_arguments(p)
+        if not any(a.dest == "config" for a in p._actions):
+            _common(p)
+        p.set_defaults(_plugin_command=command)
+    return parser
+
+
+def _preparse(argv: Sequence[str]) -> argparse.Namespace:
+    """Find --config/--disable-plugin/--log-level before plugins (and their commands) load."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("--disable-plugin", action="append", default=[])
+    pre.add_argument("--log-level")
+    pre.add_argument("--json", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    return known
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(argv)
+    except KeyboardInterrupt:
+        print("agentd: interrupted", file=sys.stderr)
+        code = 130
+    return code
+
+
+def _main(argv: list[str]) -> int:
+    pre = _preparse(argv)
+    logs.configure(pre.log_level or os.environ.get("AGENTD_LOG_LEVEL") or "warning")
+    wants_help = any(a in ("-h", "--help") for a in argv) or not argv
+    app: App | None = None
+    try:
+        try:
+            app = App.load(pre.config, disable=pre.disable_plugin)
+        except ConfigError:
+            if not wants_help and not (argv and argv[0] in ("config",) and "path" in argv):
+                raise
+            app = None  # --help must work even with a broken configuration
+        if app is not None and not pre.log_level:
+            logs.configure(os.environ.get("AGENTD_LOG_LEVEL") or app.config.core.log_level)
+        parser = build_parser(app.plugins.commands() if app else ())
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return EXIT_USAGE
+        if args.command == "config" and getattr(args, "config_command", None) == "path":
+            return _config_path(pre.config)
+        assert app is not None
+        return _dispatch(args, app)
+    except (ConfigError, UsageError) as exc:
+        print(f"agentd: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except AgentdError as exc:
+        print(f"agentd: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_NOT_READY
+    except Exception as exc:  # a bug: one line, the traceback only in the (redacted) debug log
+        log.debug("internal error", exc_info=True)
+        print(
+            f"agentd: internal error: {type(exc).__name__}: {redact_text(str(exc))} "
+            "(run with --log-level debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _dispatch(args: argparse.Namespace, app: App) -> int:
+    command = getattr(args, "_plugin_command", None)
+    if command is not None:
+        result = command.run(args, app)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_await(result))
+        return int(result or 0)
+    if args.command == "check":
+        return _check(args, app)
+    if args.command == "diagnose":
+        return _diagnose(args, app)
+    if args.command == "plugins":
+        return _plugins(args, app)
+    if args.command == "config":
+        if getattr(args, "config_command", None) != "show":
+            raise UsageError("agentd config: choose an action: show, path")
+        print(json.dumps(app.config.redacted(), indent=2, default=str))
+        return EXIT_READY
+    raise UsageError(f"unknown command {args.command!r}")
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _check(args: argparse.Namespace, app: App) -> int:
+    from agentd.render import LiveProgress
+
+    err = Console(stderr=True)
+    progress_on = not args.json and err.is_terminal
+    with LiveProgress(err, enabled=progress_on) as progress:
+        report = asyncio.run(app.run_check(args.profile, on_event=progress, only=args.only, deadline_s=args.deadline))
+    return _emit(report, args, app)
+
+
+def _diagnose(args: argparse.Namespace, app: App) -> int:
+    options = {}
+    if args.diagnostics_file:
+        options["diagnostics_file"] = args.diagnostics_file
+    from agentd.render import LiveProgress
+
+    err = Console(stderr=True)
+    with LiveProgress(err, enabled=not args.json and err.is_terminal) as progress:
+        report = asyncio.run(
+            app.run_diagnose(args.conversation_id, on_event=progress, options=options, with_checks=args.with_checks)
+        )
+    return _emit(report, args, app)
+
+
+def _emit(report: Report, args: argparse.Namespace, app: App) -> int:
+    from agentd.render import render_report
+
+    text = report.to_json()
+    if getattr(args, "output", None):
+        write_atomic(Path(args.output), text + "\n")
+    if args.json:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    else:
+        render_report(report, stdout_console())
+    return EXIT_READY if report.ready else EXIT_NOT_READY
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file, fsync, rename: a reader never sees half a report."""
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _plugins(args: argparse.Namespace, app: App) -> int:
+    infos = app.plugins.plugins()
+    if args.json:
+        print(json.dumps([info.__dict__ | {"hooks": list(info.hooks)} for info in infos], indent=2))
+        return EXIT_READY
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("plugin", no_wrap=True)
+    table.add_column("from")
+    table.add_column("state")
+    table.add_column("hooks", overflow="fold")
+    for info in infos:
+        table.add_row(info.name, f"{info.origin}\n{info.location}", info.state, ", ".join(h.removeprefix("agentd_") for h in info.hooks))
+    stdout_console().print(table)
+    return EXIT_READY
+
+
+def _config_path(explicit: str | None) -> int:
+    from agentd import config as config_mod
+
+    path, named = config_mod.locate(explicit)
+    if path is None:
+        from agentd import paths
+
+        print(f"{paths.config_dir() / config_mod.CONFIG_FILENAME} (does not exist; defaults are used)")
+    else:
+        print(f"{path}{'' if path.exists() else ' (does not exist)'}")
+    return EXIT_READY
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The plugin contract: one hook per phase of a run, named by phase.
+
+A run flows one way::
+
+    configure ─► collect_checks ─► (probe) ─► collect_evidence ─► correlate ─► (report) ─► collect_sinks (deliver)
+
+and the daemon adds ``daemon_start`` / ``daemon_stop`` around its life.
+
+pluggy does not await. A hook that must do I/O returns objects with an async method
+(checks, evidence sources, sinks) or an awaitable, and the core awaits them under a
+deadline. No hook here is ``firstresult``: every plugin's answer counts.
+
+Implement a hook with ``@agentd.hookimpl`` on a module-level function (or a method of a
+registered object) with the same name and any subset of the arguments.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Awaitable, Sequence
+
+import pluggy
+
+if TYPE_CHECKING:
+    from agentd.checks import Check, Plan
+    from agentd.commands import Command
+    from agentd.config import Config, ConfigSection
+    from agentd.correlation import Findings
+    from agentd.evidence import EvidenceRequest, EvidenceSource
+    from agentd.model import Verdict
+    from agentd.sinks import Sink
+
+PROJECT = "agentd"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+@hookspec
+def agentd_config_sections() -> Sequence[ConfigSection]:
+    """Declare the configuration sections this plugin owns (sync, all results kept).
+
+    Each :class:`agentd.config.ConfigSection` names a TOML table (dotted for nested
+    tables: ``sinks.http``) and the frozen dataclass that holds its keys and defaults.
+    The core validates the file against every declared section: unknown keys and wrong
+    types are errors that name the file and key.
+    """
+
+
+@hookspec
+def agentd_configure(config: Config) -> None:
+    """Called once the configuration is loaded and valid, and again after each reload
+    (sync). Plugins read their section with ``config.section(name)``. Raise
+    :class:`agentd.errors.ConfigError` to reject a value the types cannot express."""
+
+
+@hookspec
+def agentd_commands() -> Sequence[Command]:
+    """Contribute sub-commands to the ``agentd`` command line (sync, all results kept)."""
+
+
+# -- plan and probe --------------------------------------------------------------------
+
+
+@hookspec
+def agentd_collect_checks(plan: Plan) -> Sequence[Check]:
+    """Contribute the local checks for this run (sync, all results kept).
+
+    Look at ``plan.profile`` and ``plan.config`` to decide what to contribute; the core
+    also drops checks whose ``profiles`` do not include the run's profile. The checks'
+    ``run`` coroutines are awaited by the runner, concurrently, each under its own
+    ``timeout_s`` and all under the run's overall deadline.
+    """
+
+
+# -- fetch -----------------------------------------------------------------------------
+
+
+@hookspec
+def agentd_collect_evidence(request: EvidenceRequest) -> Sequence[EvidenceSource]:
+    """Contribute sources of server-side evidence for this run (sync, all results kept).
+
+    Return nothing when the source cannot apply (no credentials, no conversation id).
+    The core awaits each source's ``collect(request)`` concurrently under its
+    ``timeout_s``; a source that raises becomes an ``error`` evidence item.
+    """
+
+
+# -- correlate -------------------------------------------------------------------------
+
+
+@hookspec
+def agentd_correlate(findings: Findings) -> Sequence[Verdict]:
+    """Turn local findings and server evidence into verdicts (sync, all results kept).
+
+    A rule must be pure and fast: no I/O. It returns no verdict when its inputs are
+    clean, and when it lacks the inputs it needs.
+    """
+
+
+# -- deliver ---------------------------------------------------------------------------
+
+
+@hookspec
+def agentd_collect_sinks(config: Config) -> Sequence[Sink]:
+    """Contribute the sinks that reports are delivered to (sync, all results kept).
+
+    Return a sink only when it is configured. The core writes every report to its local
+    spool first, then awaits each sink's ``deliver(report, payload)``.
+    """
+
+
+# -- the daemon ------------------------------------------------------------------------
+
+
+@hookspec
+def agentd_daemon_start(daemon: Any) -> Awaitable[None] | None:
+    """The daemon has started (before it reports ready). Return an awaitable for async
+    start-up work; it is awaited with a deadline. Long-running work belongs in a task
+    created with ``daemon.spawn(coro, name=...)`` so it is cancelled on stop."""
+
+
+@hookspec
+def agentd_daemon_stop(daemon: Any) -> Awaitable[None] | None:
+    """The daemon is stopping (SIGTERM or end of ``agentd run``). Return an awaitable for
+    async clean-up; it is awaited with a deadline, then the daemon exits anyway."""
+
+
+def documented_hooks() -> dict[str, str]:
+    """Every hook name with its docstring; the tests hold each one to having both."""
+    return {
+        name: (obj.__doc__ or "").strip()
+        for name, obj in globals().items()
+        if name.startswith("agentd_") and callable(obj)
+    }

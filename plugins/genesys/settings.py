@@ -1,0 +1,89 @@
+"""The ``[genesys]`` section and how a region maps to hosts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from agentd.config import Secret
+from agentd.errors import ConfigError
+
+# Public Genesys Cloud regions (DESIGN.md). Others are accepted with a warning: new
+# regions appear, and a typo is still better caught by the dns check than refused here.
+KNOWN_REGIONS = (
+    "mypurecloud.com",
+    "mypurecloud.ie",
+    "mypurecloud.de",
+    "mypurecloud.jp",
+    "mypurecloud.com.au",
+    "usw2.pure.cloud",
+    "cac1.pure.cloud",
+    "euw2.pure.cloud",
+    "aps1.pure.cloud",
+    "apne2.pure.cloud",
+    "sae1.pure.cloud",
+    "mec1.pure.cloud",
+    "apne3.pure.cloud",
+    "euc2.pure.cloud",
+    "mxc1.pure.cloud",
+    "apse1.pure.cloud",
+    "use2.us-gov-pure.cloud",
+)
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
+
+
+@dataclass(frozen=True)
+class GenesysSettings:
+    """``[genesys]``: which Genesys Cloud organisation this PC belongs to, and how to log in."""
+
+    region: str = field(default="mypurecloud.com", metadata={"help": "region domain: api.<region>, login.<region>"})
+    api_base_url: str | None = field(default=None, metadata={"help": "override of https://api.<region>"})
+    login_base_url: str | None = field(default=None, metadata={"help": "override of https://login.<region>"})
+    client_id: str | None = field(default=None, metadata={"help": "OAuth client id"})
+    client_secret: Secret | None = field(default=None, metadata={"help": "OAuth client secret (client credentials grant)"})
+    ca_file: Path | None = field(default=None, metadata={"help": "extra CA bundle to trust (TLS-inspecting proxies, tests)"})
+    timeout_s: float = field(default=10.0, metadata={"help": "deadline of one API call", "min": 0.1, "max": 300})
+
+    @property
+    def api_base(self) -> str:
+        return (self.api_base_url or f"https://api.{self.region}").rstrip("/")
+
+    @property
+    def login_base(self) -> str:
+        return (self.login_base_url or f"https://login.{self.region}").rstrip("/")
+
+    @property
+    def streaming_host(self) -> str:
+        """The notifications WebSocket host (the channel's connectUri points there)."""
+        return f"streaming.{self.region}"
+
+    @property
+    def has_client_credentials(self) -> bool:
+        return bool(self.client_id and self.client_secret)
+
+    def hosts(self) -> dict[str, str]:
+        """Role -> host name of every signaling endpoint the softphone depends on."""
+        hosts = {
+            "api": urlsplit(self.api_base).hostname or "",
+            "login": urlsplit(self.login_base).hostname or "",
+        }
+        if not (self.api_base_url or self.login_base_url):
+            hosts["streaming"] = self.streaming_host
+        return hosts
+
+
+def validate(settings: GenesysSettings, file: str | None) -> None:
+    region = settings.region.strip().lower()
+    if not _HOSTNAME.match(region):
+        raise ConfigError(f"region {settings.region!r} is not a domain such as mypurecloud.com", file=file, key="genesys.region")
+    for key in ("api_base_url", "login_base_url"):
+        value = getattr(settings, key)
+        if value is None:
+            continue
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigError(f"{value!r} is not an http(s) URL", file=file, key=f"genesys.{key}")
+    if settings.ca_file is not None and not settings.ca_file.is_file():
+        raise ConfigError(f"CA file {settings.ca_file} does not exist", file=file, key="genesys.ca_file")

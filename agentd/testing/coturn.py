@@ -5,6 +5,11 @@
 
 Ports are picked free on ``listen_ip``; ``netns`` runs it inside a network namespace
 (the lab). The process is stopped and its files left in ``folder`` for inspection.
+
+``second_ip`` (for example ``127.0.0.2``, or a second address of the lab's server) makes
+coturn listen on two addresses, which is what it needs to serve its alternate port too
+(RFC 5780): ``stun_alt_url`` (second address, alternate port) then answers, so NAT
+mapping tests have two server endpoints. Without it only ``stun_url`` answers.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from agentd.testing.certs import CertFiles, make_certificates
 TURNSERVER = "turnserver"
 
 
+def ips_for_cert(*ips: str | None) -> tuple[str, ...]:
+    return tuple(ip for ip in ips if ip)
+
+
 def available() -> bool:
     return shutil.which(TURNSERVER) is not None
 
@@ -39,6 +48,15 @@ def free_port(ip: str = "127.0.0.1", *, kinds=(socket.SOCK_STREAM, socket.SOCK_D
             continue
         return port
     raise RuntimeError("no free port found")
+
+
+def free_port_pair(ips: tuple[str, ...]) -> int:
+    """A port P such that P and P+1 are free for TCP and UDP on every one of ``ips``."""
+    for _ in range(200):
+        port = free_port(ips[0])
+        if all(_bindable(ip, p, k) for ip in ips for p in (port, port + 1) for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM)):
+            return port
+    raise RuntimeError("no free port pair found")
 
 
 def _bindable(ip: str, port: int, kind: int) -> bool:
@@ -63,6 +81,7 @@ class Coturn:
     realm: str = "agentd.test"
     netns: str | None = None
     relay_ip: str | None = None
+    second_ip: str | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -75,7 +94,8 @@ class Coturn:
 
     @property
     def stun_alt_url(self) -> str:
-        return f"stun:{self.listen_ip}:{self.alt_port}"
+        """The second address and alternate port (answers only when started with ``second_ip``)."""
+        return f"stun:{self.second_ip or self.listen_ip}:{self.alt_port}"
 
     @property
     def turn_udp_url(self) -> str:
@@ -95,14 +115,21 @@ class Coturn:
 
     def ice_servers_toml(self, *, password: str | None = None) -> str:
         """``[[ice.servers]]`` tables for this server."""
+        stun_urls = ", ".join(f'"{u}"' for u in ([self.stun_url, self.stun_alt_url] if self.second_ip else [self.stun_url]))
         return (
             "[[ice.servers]]\n"
-            f'urls = ["{self.stun_url}", "{self.stun_alt_url}"]\n\n'
+            f"urls = [{stun_urls}]\n\n"
             "[[ice.servers]]\n"
             f'urls = ["{self.turn_udp_url}", "{self.turn_tcp_url}", "{self.turns_url}"]\n'
             f'username = "{self.username}"\n'
             f'credential = "{password if password is not None else self.password}"\n'
         )
+
+    def ice_toml(self, *, password: str | None = None, trust_ca: bool = True, extra: str = "") -> str:
+        """The whole ``[ice]`` section: ``ca_file`` (this server's test CA, unless
+        ``trust_ca`` is false), ``extra`` keys, then :meth:`ice_servers_toml`."""
+        head = "[ice]\n" + (f'ca_file = "{self.certs.ca}"\n' if trust_ca else "") + extra
+        return head + "\n" + self.ice_servers_toml(password=password)
 
     @classmethod
     @contextlib.contextmanager
@@ -113,6 +140,7 @@ class Coturn:
         listen_ip: str = "127.0.0.1",
         netns: str | None = None,
         relay_ip: str | None = None,
+        second_ip: str | None = None,
         cert_names: tuple[str, ...] | None = None,
         min_port: int = 49152,
         max_port: int = 59999,
@@ -120,11 +148,12 @@ class Coturn:
         ready_timeout_s: float = 8.0,
     ) -> Iterator[Coturn]:
         folder.mkdir(parents=True, exist_ok=True)
-        certs = make_certificates(folder / "certs", names=cert_names or (listen_ip, "localhost"), common_name="agentd test turn")
-        port = free_port(listen_ip, netns=netns) if netns is None else 3478
+        certs = make_certificates(folder / "certs", names=cert_names or (*ips_for_cert(listen_ip, second_ip), "localhost"), common_name="agentd test turn")
+        ips = (listen_ip, second_ip) if second_ip else (listen_ip,)
+        port = free_port_pair(ips) if netns is None else 3478
         alt_port = port + 1
-        tls_port = free_port(listen_ip, netns=netns) if netns is None else 5349
-        server = cls(folder, listen_ip, port, alt_port, tls_port, certs, netns=netns, relay_ip=relay_ip or listen_ip)
+        tls_port = free_port_pair(ips) if netns is None else 5349
+        server = cls(folder, listen_ip, port, alt_port, tls_port, certs, netns=netns, relay_ip=relay_ip or listen_ip, second_ip=second_ip)
         args = [
             TURNSERVER,
             "-n",  # no configuration file
@@ -133,6 +162,7 @@ class Coturn:
             f"--log-file={folder / 'turn.log'}",
             f"--pidfile={folder / 'turn.pid'}",
             f"--listening-ip={listen_ip}",
+            *([f"--listening-ip={second_ip}"] if second_ip else []),
             f"--relay-ip={server.relay_ip}",
             f"--listening-port={port}",
             f"--alt-listening-port={alt_port}",

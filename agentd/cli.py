@@ -73,6 +73,7 @@ def build_parser(commands: Sequence[Any] = ()) -> _Parser:
     check.add_argument("--output", metavar="FILE", help="also write the JSON report to FILE")
     check.add_argument("--only", metavar="CHECK", action="append", default=[], help="run only this check id (repeatable)")
     check.add_argument("--deadline", metavar="SECONDS", type=float, help="overall deadline (default from [agentd])")
+    check.add_argument("--no-daemon", action="store_true", help="run in this process even when the daemon runs (default: through the daemon when it answers)")
     _common(check)
 
     diagnose = sub.add_parser(
@@ -86,6 +87,16 @@ def build_parser(commands: Sequence[Any] = ()) -> _Parser:
     diagnose.add_argument("--diagnostics-file", metavar="FILE", help="a WebRTC diagnostics export (seed format) to read as evidence")
     diagnose.add_argument("--with-checks", action="store_true", help="also run the local checks now")
     _common(diagnose)
+
+    run = sub.add_parser(
+        "run",
+        help="the daemon, in the foreground (systemd Type=notify)",
+        description="Run the service: scheduled pre-shift checks, the control socket, the host timeline. SIGTERM stops, SIGHUP reloads the configuration.",
+    )
+    _common(run)
+    status = sub.add_parser("status", help="the running daemon's state (exit 1 when none runs)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(status)
 
     plugins = sub.add_parser("plugins", help="list every plugin: where it came from and its hooks")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -179,6 +190,10 @@ def _dispatch(args: argparse.Namespace, app: App) -> int:
         return _diagnose(args, app)
     if args.command == "plugins":
         return _plugins(args, app)
+    if args.command in ("run", "status"):  # the service (agentd/daemon.py)
+        from agentd import daemon
+
+        return daemon.run_command(app) if args.command == "run" else daemon.status_command(args)
     if args.command == "config":
         if getattr(args, "config_command", None) != "show":
             raise UsageError("agentd config: choose an action: show, path")
@@ -201,7 +216,13 @@ def _check(args: argparse.Namespace, app: App) -> int:
     err = Console(stderr=True)
     progress_on = not args.json and err.is_terminal
     with LiveProgress(err, enabled=progress_on) as progress:
-        report = asyncio.run(app.run_check(args.profile, on_event=progress, only=args.only, deadline_s=args.deadline))
+        report = None
+        if not args.no_daemon:  # the same report, run by the daemon when it answers
+            from agentd.daemon import check_through_daemon
+
+            report = asyncio.run(check_through_daemon(args, progress))
+        if report is None:
+            report = asyncio.run(app.run_check(args.profile, on_event=progress, only=args.only, deadline_s=args.deadline))
     return _emit(report, args, app)
 
 
@@ -211,6 +232,10 @@ def _diagnose(args: argparse.Namespace, app: App) -> int:
         options["diagnostics_file"] = args.diagnostics_file
     from agentd.render import LiveProgress
 
+    if app.timeline is None:  # the daemon's host timeline, read-only, when it has one
+        from agentd.timeline import open_existing
+
+        app.timeline = open_existing()
     err = Console(stderr=True)
     with LiveProgress(err, enabled=not args.json and err.is_terminal) as progress:
         report = asyncio.run(

@@ -1,0 +1,347 @@
+"""The daemon's control socket: a Unix socket in the runtime directory, JSON lines.
+
+Who may connect: the socket file is mode 0660 (owner and group; with ``[daemon]
+control_group`` the group is set to that one), so the kernel refuses anyone else at
+``connect()``; the server also checks the peer's credentials (SO_PEERCRED) and answers
+a stranger with an error before closing.
+
+The protocol, one JSON object per line each way. A request names an ``op``:
+
+- ``{"op": "status"}`` → ``{"ok": true, "status": {...}}``
+- ``{"op": "check", "profile": "preshift", "only": [], "deadline_s": null, "config": PATH,
+  "upload": false}`` → progress events ``{"event": "started"|"note"|"finished", ...}``,
+  then ``{"event": "report", "report": {...agentd.report/1...}}``
+- ``{"op": "last_report"}`` → ``{"ok": true, "report": {...}}`` (or ``ok: false``)
+- ``{"op": "mute", "args": ["on"]}`` → runs the plugin command ``mute`` in the daemon:
+  ``{"ok": true, "exit_code": N, "output": "..."}``
+
+Errors come back as ``{"ok": false, "error": "..."}``. The client side
+(:class:`ControlClient`) is what ``agentd check`` and ``agentd status`` use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import json
+import os
+import socket
+import stat
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+
+import structlog
+
+from agentd import paths
+from agentd.errors import ControlError
+from agentd.model import CheckResult, Report
+from agentd.runner import CheckFinished, CheckNote, CheckStarted, RunnerEvent
+
+if TYPE_CHECKING:
+    from agentd.daemon import Daemon
+
+log = structlog.get_logger("agentd.control")
+
+SOCKET_NAME = "control.sock"
+MAX_LINE = 4 * 2**20
+"""A report with evidence can be large; anything past this is a broken peer."""
+
+
+def socket_path() -> Path:
+    return paths.runtime_dir() / SOCKET_NAME
+
+
+# -- events on the wire --------------------------------------------------------------------
+
+
+def event_to_wire(event: RunnerEvent) -> dict[str, Any]:
+    if isinstance(event, CheckStarted):
+        return {"event": "started", "check_id": event.check_id, "title": event.title}
+    if isinstance(event, CheckNote):
+        return {"event": "note", "check_id": event.check_id, "text": event.text}
+    return {"event": "finished", "result": event.result.to_dict()}
+
+
+def event_from_wire(message: dict[str, Any]) -> RunnerEvent | None:
+    kind = message.get("event")
+    if kind == "started":
+        return CheckStarted(message["check_id"], message.get("title", ""))
+    if kind == "note":
+        return CheckNote(message["check_id"], message.get("text", ""))
+    if kind == "finished":
+        return CheckFinished(CheckResult.from_dict(message["result"]))
+    return None
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end."""
+    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", data)
+
+
+def _peer_groups(pid: int) -> set[int]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Groups:"):
+                return {int(g) for g in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return set()
+
+
+class ControlServer:
+    """Serves the control socket for one :class:`~agentd.daemon.Daemon`."""
+
+    def __init__(self, daemon: Daemon, path: Path | None = None, group: str | None = None) -> None:
+        self.daemon = daemon
+        self.path = path or socket_path()
+        self.group = group
+        self.gid = os.getegid()
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_stale()
+        old_umask = os.umask(0o117)  # the socket is born 0660: no window where others may connect
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
+        finally:
+            os.umask(old_umask)
+        if self.group:
+            try:
+                self.gid = grp.getgrnam(self.group).gr_gid
+                os.chown(self.path, -1, self.gid)
+            except (KeyError, PermissionError) as exc:
+                log.warning("control socket group not set", group=self.group, error=str(exc))
+        os.chmod(self.path, 0o660)
+        log.info("control socket listening", path=str(self.path))
+
+    def _remove_stale(self) -> None:
+        try:
+            mode = self.path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise ControlError(f"{self.path} exists and is not a socket; remove it or choose another runtime directory")
+        if _answers(self.path):
+            raise ControlError(f"another agentd daemon already listens on {self.path}")
+        self.path.unlink()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._clients):
+                task.cancel()
+            if self._clients:
+                await asyncio.wait(self._clients, timeout=1.0)
+            self._server = None
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _allowed(self, writer: asyncio.StreamWriter) -> tuple[bool, str]:
+        sock = writer.get_extra_info("socket")
+        try:
+            pid, uid, gid = _peer_credentials(sock)
+        except OSError as exc:
+            return False, f"peer credentials unavailable: {exc}"
+        if uid in (0, os.geteuid()) or gid == self.gid or self.gid in _peer_groups(pid):
+            return True, ""
+        return False, f"uid {uid} is neither the daemon's user nor in its group"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
+        try:
+            allowed, why = self._allowed(writer)
+            if not allowed:
+                log.warning("control connection refused", reason=why)
+                await _send(writer, {"ok": False, "error": "permission denied: not the daemon's user or group"})
+                return
+            line = await reader.readline()
+            if not line:
+                return
+            try:
+                request = json.loads(line)
+                if not isinstance(request, dict):
+                    raise ValueError("not an object")
+            except ValueError as exc:
+                await _send(writer, {"ok": False, "error": f"bad request: {exc}"})
+                return
+            await self._handle(request, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away: nothing to answer
+        except asyncio.LimitOverrunError:
+            await _send(writer, {"ok": False, "error": "request too long"})
+        finally:
+            if task is not None:
+                self._clients.discard(task)
+            writer.close()
+
+    async def _handle(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        op = request.get("op")
+        daemon = self.daemon
+        if op == "status":
+            await _send(writer, {"ok": True, "status": daemon.status()})
+        elif op == "last_report":
+            report = daemon.last_report
+            await _send(writer, {"ok": True, "report": report.to_dict()} if report else {"ok": False, "error": "no report yet"})
+        elif op == "check":
+            await self._check(request, writer)
+        elif op == "mute":
+            args = request.get("args") or []
+            if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+                await _send(writer, {"ok": False, "error": "bad request: args must be a list of strings"})
+                return
+            await _send(writer, await daemon.run_plugin_command("mute", args))
+        else:
+            await _send(writer, {"ok": False, "error": f"unknown op {op!r}; known: status, check, last_report, mute"})
+
+    async def _check(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        daemon = self.daemon
+        wanted = request.get("config")
+        own = str(daemon.app.config.path) if daemon.app.config.path else None
+        if (wanted or own) and (not wanted or not own or os.path.realpath(wanted) != os.path.realpath(own)):
+            await _send(writer, {"ok": False, "error": f"the daemon uses {own}, not {wanted}", "fallback": True})
+            return
+        profile = request.get("profile") or "preshift"
+        only = request.get("only") or []
+        deadline = request.get("deadline_s")
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def on_event(event: RunnerEvent) -> None:
+            queue.put_nowait(event_to_wire(event))
+
+        run = asyncio.ensure_future(
+            daemon.run_check(profile, trigger="control", on_event=on_event, only=only, deadline_s=deadline, upload=bool(request.get("upload")))
+        )
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    await _send(writer, getter.result())
+                    continue
+                getter.cancel()
+                while not queue.empty():
+                    await _send(writer, queue.get_nowait())
+                break
+            try:
+                report = run.result()
+            except Exception as exc:  # UsageError (bad profile) and the like: the client says it
+                await _send(writer, {"ok": False, "error": str(exc)})
+                return
+            await _send(writer, {"event": "report", "ok": True, "report": report.to_dict()})
+        except (ConnectionError, asyncio.CancelledError):
+            # the client left or the daemon stops: the run ends under its own deadline, its report kept
+            raise
+
+
+async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    writer.write(json.dumps(message, ensure_ascii=False, allow_nan=False, default=str).encode() + b"\n")
+    await writer.drain()
+
+
+def _answers(path: Path, timeout_s: float = 0.5) -> bool:
+    """Is a live daemon behind this socket file? (a leftover of a crashed one is not)"""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+# -- the client --------------------------------------------------------------------------------
+
+
+class ControlClient:
+    """Talks to a running daemon. ``connect_timeout_s`` bounds how long a dead socket costs."""
+
+    def __init__(self, path: Path | None = None, *, connect_timeout_s: float = 1.0) -> None:
+        self.path = path or socket_path()
+        self.connect_timeout_s = connect_timeout_s
+
+    def present(self) -> bool:
+        try:
+            return stat.S_ISSOCK(self.path.stat().st_mode)
+        except OSError:
+            return False
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                return await asyncio.open_unix_connection(str(self.path), limit=MAX_LINE)
+        except PermissionError:
+            raise ControlError(f"permission denied on {self.path}: ask to be added to the daemon's group") from None
+        except (OSError, TimeoutError) as exc:
+            raise ControlError(f"the daemon does not answer on {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+    async def stream(self, request: dict[str, Any], *, timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+        """Send one request; yield each answer line until the daemon closes."""
+        reader, writer = await self._open()
+        try:
+            await _send(writer, request)
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    line = await reader.readline()
+                    if not line:
+                        return
+                    try:
+                        message = json.loads(line)
+                    except ValueError:
+                        raise ControlError("the daemon sent a line that is not JSON") from None
+                    yield message
+        except TimeoutError:
+            raise ControlError(f"the daemon did not finish within {timeout_s:g} s") from None
+        finally:
+            writer.close()
+
+    async def request(self, request: dict[str, Any], *, timeout_s: float = 5.0) -> dict[str, Any]:
+        async for message in self.stream(request, timeout_s=timeout_s):
+            return message
+        raise ControlError("the daemon closed the connection without an answer")
+
+    async def status(self) -> dict[str, Any]:
+        answer = await self.request({"op": "status"})
+        if not answer.get("ok"):
+            raise ControlError(answer.get("error") or "status refused")
+        return answer["status"]
+
+    async def check(
+        self,
+        *,
+        profile: str,
+        only: list[str],
+        deadline_s: float | None,
+        config: str | None,
+        upload: bool = False,
+        on_event: Callable[[RunnerEvent], None] | None = None,
+        timeout_s: float = 3600.0,
+    ) -> Report | None:
+        """The report of a check run by the daemon; None when the daemon uses another
+        configuration file than the one asked for (the caller then runs in-process)."""
+        request = {"op": "check", "profile": profile, "only": only, "deadline_s": deadline_s, "config": config, "upload": upload}
+        async for message in self.stream(request, timeout_s=timeout_s):
+            if "event" in message and message["event"] != "report":
+                event = event_from_wire(message)
+                if event is not None and on_event is not None:
+                    on_event(event)
+                continue
+            if message.get("ok") and "report" in message:
+                return Report.from_dict(message["report"])
+            if message.get("fallback"):
+                log.info("daemon not used", reason=message.get("error"))
+                return None
+            raise ControlError(message.get("error") or "the daemon refused the check")
+        raise ControlError("the daemon closed the connection before the report")

@@ -1,0 +1,489 @@
+"""``agentd run``: the service. One asyncio loop, shaped like uvicorn's ``Server``:
+start-up, a main wait, and a bounded shut-down.
+
+Start-up: open the host timeline (SQLite in the state directory), listen on the
+control socket, await every plugin's ``agentd_daemon_start`` under a deadline, start
+the pre-shift schedule, then tell systemd ``READY=1`` (and ``WATCHDOG=1`` at half of
+``$WATCHDOG_USEC`` from then on, from the loop itself, so a stuck loop is restarted).
+
+Signals: SIGTERM or SIGINT stop; a second one stops at once. SIGHUP re-reads the
+configuration; a new one that does not validate is rejected with a log line naming
+file, key and problem, and the old one stays in force.
+
+Shut-down is bounded by ``[daemon] stop_timeout_s`` in total: a check that is running
+gets half of it to finish and is then cancelled (its report still comes out, with the
+unfinished checks as errors); then plugins' ``agentd_daemon_stop``, the plugins' own
+tasks, and a flush of the delivery spool each get what is left. The exit code is 0.
+
+Plugins reach the daemon through the hooks' ``daemon`` argument: ``daemon.spawn(coro,
+name=...)`` for long-running work (cancelled on stop), ``daemon.timeline`` to record
+events (``daemon.timeline.record("ws.drop", {...})``), ``daemon.app`` for the
+configuration. This module is also the plugin that declares ``[daemon]`` and
+``[schedule]``; it imports nothing heavy, as it is loaded by every ``agentd`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import inspect
+import io
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Coroutine, Iterable
+
+import structlog
+
+from agentd import __version__, hookimpl, paths
+from agentd.config import Config, ConfigSection
+from agentd.errors import ConfigError, UsageError
+from agentd.model import Report, isoformat, utcnow
+from agentd.runner import EventCallback
+from agentd.schedule import Clock, DueRun, Schedule, Scheduler, ScheduleSettings, SystemClock, parse_times
+from agentd.sdnotify import Notifier, watchdog_interval_s
+
+log = structlog.get_logger("agentd.daemon")
+
+LAST_REPORT = "last-report.json"
+SCHEDULE_STATE = "schedule.json"
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """``[daemon]``: the service's own behaviour."""
+
+    control_group: str | None = field(
+        default=None,
+        metadata={"help": "group given access to the control socket (default: the daemon's own group)"},
+    )
+    stop_timeout_s: float = field(
+        default=4.0,
+        metadata={"help": "on SIGTERM, everything (running check, plugins, spool) ends within this", "min": 0.5, "max": 120},
+    )
+    hook_timeout_s: float = field(
+        default=5.0, metadata={"help": "deadline of each plugin's daemon start-up hook", "min": 0.1, "max": 120}
+    )
+
+
+# -- the plugin side: the sections this module owns ---------------------------------------
+
+
+@hookimpl
+def agentd_config_sections() -> list[ConfigSection]:
+    return [
+        ConfigSection("daemon", DaemonSettings, "the service (`agentd run`)"),
+        ConfigSection("schedule", ScheduleSettings, "pre-shift checks run by the daemon"),
+    ]
+
+
+@hookimpl
+def agentd_configure(config: Config) -> None:
+    # times and zones the types cannot check: reject them at load and at reload alike
+    parse_times(config.section("schedule"), file=str(config.path) if config.path else None)
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
+class Daemon:
+    """The running service; plugins get it as the ``daemon`` argument of their hooks."""
+
+    def __init__(self, app: Any, *, clock: Clock | None = None, notifier: Notifier | None = None, control_path: Path | None = None) -> None:
+        self.app = app
+        self.clock = clock or SystemClock()
+        self.notifier = notifier or Notifier()
+        self.control_path = control_path
+        self.timeline: Any = None
+        self.last_report: Report | None = _load_last_report()
+        self.started_at = time.time()
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+        self.scheduler: Scheduler | None = None
+        self.current_run: dict[str, Any] | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._runs: set[asyncio.Task] = set()
+        self._run_lock: asyncio.Lock | None = None
+        self._stop: asyncio.Event | None = None
+        self._force = False
+        self._control: Any = None
+
+    # -- what plugins use ----------------------------------------------------------------
+
+    @property
+    def settings(self) -> DaemonSettings:
+        return self.app.config.section("daemon")
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task:
+        """Run ``coro`` for as long as the daemon runs; cancelled on stop; a crash is logged."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("daemon task failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}")
+
+    # -- checks ----------------------------------------------------------------------------
+
+    async def run_check(
+        self,
+        profile: str = "preshift",
+        *,
+        trigger: str,
+        on_event: EventCallback | None = None,
+        only: Iterable[str] = (),
+        deadline_s: float | None = None,
+        upload: bool = False,
+    ) -> Report:
+        """One check run at a time (probes of two runs would disturb each other's figures)."""
+        assert self._run_lock is not None
+        async with self._run_lock:
+            self.current_run = {"profile": profile, "trigger": trigger, "started": isoformat(utcnow())}
+            self.notifier.status(f"running a {profile} check ({trigger})")
+            run = asyncio.ensure_future(self.app.run_check(profile, on_event=on_event, only=list(only), deadline_s=deadline_s))
+            self._runs.add(run)
+            try:
+                report = await asyncio.shield(run)  # a client that leaves does not cancel the run
+            finally:
+                self._runs.discard(run)
+                self.current_run = None
+            self.last_report = report
+            _save_last_report(report)
+            if self.timeline is not None:
+                self.timeline.record(
+                    "check.report",
+                    {"id": report.id, "profile": profile, "trigger": trigger, "ready": report.ready,
+                     "failed": [c.id for c in report.checks if c.status.blocks_readiness]},
+                )
+            if trigger == "schedule" or upload:
+                await self._deliver(report)
+            self.notifier.status(self._status_line())
+            return report
+
+    async def _deliver(self, report: Report) -> None:
+        """Through agentd.delivery (issue 6) when it exists, else a file in the state directory."""
+        delivery = _delivery_module()
+        deliver = getattr(delivery, "deliver_report", None) if delivery else None
+        if deliver is not None:
+            try:
+                result = deliver(self.app, report)
+                if inspect.isawaitable(result):
+                    await result
+                return
+            except Exception as exc:  # delivery keeps its own spool; the report is also kept below
+                log.error("report delivery failed", report=report.id, error=f"{type(exc).__name__}: {exc}")
+        folder = paths.state_dir() / "reports"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomic(folder / f"{report.id}.json", report.to_json() + "\n")
+        except OSError as exc:
+            log.error("report not written", folder=str(folder), error=exc.strerror)
+
+    async def _scheduled(self, due: DueRun) -> None:
+        log.info("scheduled check", slot=isoformat(due.slot), missed=due.missed, profile=due.profile)
+        await self.run_check(due.profile, trigger="schedule")
+
+    async def run_plugin_command(self, name: str, args: list[str]) -> dict[str, Any]:
+        """Run a plugin's CLI command (``mute``) inside the daemon, its output captured."""
+        command = next((c for c in self.app.plugins.commands() if c.name == name), None)
+        if command is None:
+            return {"ok": False, "error": f"no loaded plugin provides `agentd {name}`"}
+        parser = argparse.ArgumentParser(prog=f"agentd {name}", exit_on_error=False, add_help=False)
+        command.add_arguments(parser)
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(out):
+                ns = parser.parse_args(args)
+        except (argparse.ArgumentError, SystemExit) as exc:
+            return {"ok": False, "error": f"agentd {name}: {exc or out.getvalue().strip()}"}
+        for key, default in (("config", None), ("disable_plugin", []), ("log_level", None), ("json", False)):
+            if not hasattr(ns, key):
+                setattr(ns, key, default)
+        try:
+            with contextlib.redirect_stdout(out):
+                result = command.run(ns, self.app)
+                if inspect.isawaitable(result):
+                    result = await result
+        except (ConfigError, UsageError) as exc:
+            return {"ok": True, "exit_code": 2, "output": out.getvalue(), "error": str(exc)}
+        except Exception as exc:
+            return {"ok": True, "exit_code": 1, "output": out.getvalue(), "error": f"{type(exc).__name__}: {exc}"}
+        return {"ok": True, "exit_code": int(result or 0), "output": out.getvalue()}
+
+    # -- status -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        next_slot = None
+        if self.scheduler is not None:
+            nxt = self.scheduler.schedule.next_slot(self.clock.now())
+            next_slot = isoformat(nxt) if nxt else None
+        schedule: ScheduleSettings = self.app.config.section("schedule")
+        last = self.last_report
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": isoformat(datetime.fromtimestamp(self.started_at, timezone.utc)),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "config": str(self.app.config.path) if self.app.config.path else None,
+            "reloads": self.reloads,
+            "last_reload_error": self.last_reload_error,
+            "schedule": {"times": list(schedule.times), "weekdays": list(schedule.weekdays),
+                         "spread_s": schedule.spread_s, "profile": schedule.profile, "next": next_slot,
+                         "runs": self.scheduler.runs if self.scheduler else 0},
+            "running": self.current_run,
+            "last_report": None if last is None else
+            {"id": last.id, "created": last.created, "profile": last.profile, "ready": last.ready},
+            "timeline": self.timeline.stats() if self.timeline is not None else None,
+            "tasks": sorted(t.get_name() for t in self._tasks),
+        }
+
+    def _status_line(self) -> str:
+        parts = ["idle"]
+        if self.last_report is not None:
+            parts.append(f"last check {'ready' if self.last_report.ready else 'NOT ready'} at {self.last_report.created}")
+        if self.scheduler is not None:
+            nxt = self.scheduler.schedule.next_slot(self.clock.now())
+            if nxt is not None:
+                parts.append(f"next {nxt.astimezone().strftime('%a %H:%M:%S')}")
+        return "; ".join(parts)
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        assert self._stop is not None
+        if self._stop.is_set():
+            self._force = True
+            for task in list(self._runs) + list(self._tasks):
+                task.cancel()
+            return
+        log.info("stopping")
+        self._stop.set()
+
+    def reload(self) -> bool:
+        """Re-read the configuration; a broken one is rejected and the old one kept."""
+        self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            config = self.app.reload()
+        except ConfigError as exc:
+            self.last_reload_error = str(exc)
+            log.error("configuration reload rejected; keeping the previous configuration", error=str(exc))
+            self.notifier.ready(f"reload rejected: {exc}"[:200])
+            return False
+        self.reloads += 1
+        self.last_reload_error = None
+        if self.scheduler is not None:
+            self.scheduler.replace(self._schedule(config))
+        log.info("configuration reloaded", config=str(config.path))
+        self.notifier.ready(self._status_line())
+        return True
+
+    # -- the main loop ------------------------------------------------------------------------
+
+    def _schedule(self, config: Config) -> Schedule:
+        return Schedule.from_settings(config.section("schedule"), paths.install_id(), file=str(config.path) if config.path else None)
+
+    async def serve(self) -> int:
+        from agentd.control import ControlServer
+        from agentd.timeline import Timeline, default_path
+
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._run_lock = asyncio.Lock()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+        try:
+            self.timeline = Timeline(default_path())
+        except Exception as exc:  # a read-only or full disk: keep the history in memory instead
+            log.error("timeline file not usable; keeping it in memory", file=str(default_path()), error=str(exc))
+            self.timeline = Timeline(Path(":memory:"))
+        self.app.timeline = self.timeline
+
+        self._control = ControlServer(self, path=self.control_path, group=self.settings.control_group)
+        await self._control.start()
+
+        await self._await_hooks("agentd_daemon_start", self.settings.hook_timeout_s)
+
+        self.scheduler = Scheduler(self._schedule(self.app.config), state_file=paths.state_dir() / SCHEDULE_STATE, now=self.clock.now())
+        self.spawn(self.scheduler.run_forever(self.clock, self._scheduled), name="schedule")
+        interval = watchdog_interval_s()
+        if interval is not None:
+            self.spawn(self._watchdog(interval), name="watchdog")
+        self.notifier.ready(self._status_line())
+        log.info("daemon ready", pid=os.getpid(), control=str(self._control.path))
+
+        await self._stop.wait()
+        return await self._shutdown()
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _await_hooks(self, hook: str, budget_s: float) -> None:
+        pending = self.app.plugins.daemon_hook(hook, self)
+        for plugin, awaitable in pending:
+            try:
+                async with asyncio.timeout(max(0.05, budget_s)):
+                    await awaitable
+            except TimeoutError:
+                log.error("plugin daemon hook timed out", plugin=plugin, hook=hook, timeout_s=budget_s)
+            except Exception as exc:
+                log.error("plugin daemon hook failed", plugin=plugin, hook=hook, error=f"{type(exc).__name__}: {exc}")
+
+    async def _shutdown(self) -> int:
+        budget = self.settings.stop_timeout_s
+        deadline = time.monotonic() + budget
+        left = lambda: max(0.05, deadline - time.monotonic())  # noqa: E731
+        self.notifier.stopping("stopping")
+        if self.scheduler is not None:
+            for task in list(self._tasks):
+                if task.get_name() == "schedule":
+                    task.cancel()
+        if self._runs and not self._force:
+            log.info("waiting for the running check", timeout_s=round(budget / 2, 1))
+            _, pending = await asyncio.wait(self._runs, timeout=budget / 2)
+            for run in pending:
+                run.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=min(1.0, left()))
+        await self._control.stop()
+        if not self._force:
+            await self._await_hooks("agentd_daemon_stop", left())
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=min(1.0, left()))
+        await self._flush_spool(left())
+        if self.timeline is not None:
+            self.timeline.close()
+        self.app.timeline = None
+        self.notifier.close()
+        log.info("stopped")
+        return 0
+
+    async def _flush_spool(self, timeout_s: float) -> None:
+        delivery = _delivery_module()
+        flush = getattr(delivery, "flush_spool", None) if delivery else None
+        if flush is None:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                result = flush(self.app)
+                if inspect.isawaitable(result):
+                    await result
+        except TimeoutError:
+            log.warning("spool not flushed before stop; it is kept for the next start", timeout_s=round(timeout_s, 1))
+        except Exception as exc:
+            log.error("spool flush failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _delivery_module() -> Any:
+    """agentd.delivery when it exists (built by another part of the project), else None."""
+    try:
+        return importlib.import_module("agentd.delivery")
+    except ModuleNotFoundError:
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _save_last_report(report: Report) -> None:
+    try:
+        paths.state_dir().mkdir(parents=True, exist_ok=True)
+        _write_atomic(paths.state_dir() / LAST_REPORT, report.to_json() + "\n")
+    except OSError as exc:
+        log.warning("last report not saved", error=exc.strerror)
+
+
+def _load_last_report() -> Report | None:
+    try:
+        return Report.from_json((paths.state_dir() / LAST_REPORT).read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# -- the commands (wired in agentd/cli.py) -------------------------------------------------
+
+
+def run_command(app: Any) -> int:
+    """``agentd run``."""
+    return asyncio.run(Daemon(app).serve())
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """``agentd status``: the daemon's state, or exit 1 when none runs."""
+    from agentd.control import ControlClient
+    from agentd.errors import ControlError
+
+    client = ControlClient()
+    if not client.present():
+        print(f"agentd: no daemon is running (no control socket at {client.path})")
+        return 1
+    try:
+        status = asyncio.run(client.status())
+    except ControlError as exc:
+        print(f"agentd: {exc}")
+        return 1
+    if getattr(args, "json", False):
+        print(json.dumps(status, indent=2))
+        return 0
+    last = status.get("last_report") or {}
+    sched = status.get("schedule") or {}
+    lines = [
+        f"agentd {status['version']} daemon, pid {status['pid']}, up {status['uptime_s']:.0f} s",
+        f"config: {status.get('config') or '(defaults)'}; reloads: {status['reloads']}"
+        + (f"; last reload rejected: {status['last_reload_error']}" if status.get("last_reload_error") else ""),
+        "schedule: " + (f"{' '.join(sched.get('times') or [])} on {' '.join(sched.get('weekdays') or [])}, next {sched.get('next')}"
+                        if sched.get("times") else "none"),
+        "running: " + (f"{status['running']['profile']} check ({status['running']['trigger']})" if status.get("running") else "nothing"),
+        "last report: " + (f"{last['id']} {'ready' if last['ready'] else 'NOT READY'} ({last['profile']}, {last['created']})" if last else "none"),
+    ]
+    if status.get("timeline"):
+        t = status["timeline"]
+        lines.append(f"timeline: {t['samples']} samples, {t['events']} events, {t['size_bytes'] / 2**20:.1f} MB, last sample {t['last_sample']}")
+    print("\n".join(lines))
+    return 0
+
+
+async def check_through_daemon(args: argparse.Namespace, on_event: EventCallback | None) -> Report | None:
+    """``agentd check`` through a running daemon; None when there is none (run in-process then)."""
+    from agentd.control import ControlClient
+    from agentd.errors import ControlError
+
+    client = ControlClient()
+    if not client.present():
+        return None
+    try:
+        await client.status()
+    except ControlError as exc:
+        if "permission denied" in str(exc):
+            raise  # the daemon runs but this user may not use it: say so rather than probe twice
+        log.info("daemon not answering; running in-process", error=str(exc))
+        return None
+    from agentd import config as config_mod
+
+    path, _ = config_mod.locate(getattr(args, "config", None))
+    return await client.check(
+        profile=args.profile,
+        only=list(args.only or []),
+        deadline_s=args.deadline,
+        config=str(path) if path else None,
+        upload=bool(getattr(args, "upload", False)),
+        on_event=on_event,
+    )

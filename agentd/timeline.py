@@ -1,0 +1,214 @@
+"""The local timeline: what happened on this PC, kept in SQLite in the state directory.
+
+Two tables: ``host_samples`` (the host plugin's sample every few seconds: CPU, memory,
+swap, browsers, interface, Wi-Fi, VPN) and ``events`` (``{at, kind, data}``: kinds such
+as ``check.report``, ``ws.drop``, ``ws.reconnect``, ``call.start``, ``call.end``,
+``mute``). Correlation reads it through ``findings.timeline`` (plugins/FINDINGS.md,
+"The local timeline"): ``host_samples(start, end)`` and ``events(start, end, kinds)``.
+
+The daemon owns the writer (``daemon.timeline``); ``agentd diagnose`` in-process opens
+the same file read-only (:func:`open_existing`). Retention: rows older than
+``retention_days`` are deleted, and the file is kept under ``max_bytes`` by deleting
+the oldest samples first; both at most once per ``PRUNE_EVERY_S`` so writes stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import structlog
+
+from agentd import paths
+from agentd.model import isoformat, parse_time
+
+log = structlog.get_logger("agentd.timeline")
+
+FILENAME = "timeline.sqlite3"
+DEFAULT_RETENTION_DAYS = 14.0
+DEFAULT_MAX_BYTES = 64 * 2**20
+PRUNE_EVERY_S = 600.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS host_samples (at REAL NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS host_samples_at ON host_samples (at);
+CREATE TABLE IF NOT EXISTS events (at REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_at ON events (at);
+"""
+
+TimeLike = datetime | str | float | int
+
+
+def default_path() -> Path:
+    return paths.state_dir() / FILENAME
+
+
+def _epoch(value: TimeLike | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        value = parse_time(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+def _iso(epoch: float) -> str:
+    return isoformat(datetime.fromtimestamp(epoch, timezone.utc))
+
+
+class Timeline:
+    """One SQLite file; a writer (the daemon) or a read-only reader (diagnose)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        retention_days: float = DEFAULT_RETENTION_DAYS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.retention_days = retention_days
+        self.max_bytes = max_bytes
+        self._last_prune = 0.0
+        if readonly:
+            # mode=ro: never creates or changes the file, even while the daemon writes to it
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._db.executescript(_SCHEMA)
+        self._db.execute("PRAGMA busy_timeout=2000")
+
+    # -- writing ------------------------------------------------------------------------
+
+    def add_sample(self, sample: Mapping[str, Any], at: TimeLike | None = None) -> None:
+        """Store one host sample (``HostSample.to_dict()``)."""
+        stamp = _epoch(at) or time.time()
+        data = {k: v for k, v in sample.items() if k != "at"}
+        self._db.execute("INSERT INTO host_samples (at, data) VALUES (?, ?)", (stamp, json.dumps(data, default=str)))
+        self._maybe_prune(stamp)
+
+    def record(self, kind: str, data: Mapping[str, Any] | None = None, at: TimeLike | None = None) -> None:
+        """Store one event (``ws.drop``, ``check.report``, ``mute``, ...)."""
+        stamp = _epoch(at) or time.time()
+        self._db.execute(
+            "INSERT INTO events (at, kind, data) VALUES (?, ?, ?)", (stamp, kind, json.dumps(dict(data or {}), default=str))
+        )
+        self._maybe_prune(stamp)
+
+    def _maybe_prune(self, now: float) -> None:
+        if now - self._last_prune >= PRUNE_EVERY_S:
+            self.prune(now)
+
+    def prune(self, now: float | None = None) -> int:
+        """Apply retention and the size bound; returns the rows deleted."""
+        now = now if now is not None else time.time()
+        self._last_prune = now
+        cutoff = now - self.retention_days * 86400
+        deleted = 0
+        for table in ("host_samples", "events"):
+            deleted += self._db.execute(f"DELETE FROM {table} WHERE at < ?", (cutoff,)).rowcount
+        # Size bound: drop the oldest tenth of the samples (the bulk of the data) until it fits.
+        for _ in range(20):
+            if self.size_bytes() <= self.max_bytes:
+                break
+            count = self._db.execute("SELECT count(*) FROM host_samples").fetchone()[0]
+            if count == 0:
+                deleted += self._db.execute(
+                    "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events ORDER BY at LIMIT ?)",
+                    (max(1, self._count("events") // 10),),
+                ).rowcount
+            else:
+                deleted += self._db.execute(
+                    "DELETE FROM host_samples WHERE rowid IN (SELECT rowid FROM host_samples ORDER BY at LIMIT ?)",
+                    (max(1, count // 10),),
+                ).rowcount
+            self._db.execute("PRAGMA incremental_vacuum")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if deleted:
+            self._db.execute("PRAGMA incremental_vacuum")
+            log.info("timeline pruned", rows=deleted)
+        return deleted
+
+    def size_bytes(self) -> int:
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        return (pages - free) * size
+
+    def _count(self, table: str) -> int:
+        return self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    # -- reading (the FINDINGS.md interface) --------------------------------------------
+
+    def host_samples(self, start: TimeLike | None = None, end: TimeLike | None = None) -> list[dict[str, Any]]:
+        """Host samples with ``start <= at <= end``, oldest first; each a dict with ``at`` (ISO)."""
+        rows = self._query("host_samples", "at, data", start, end)
+        return [{"at": _iso(at), **json.loads(data)} for at, data in rows]
+
+    def events(
+        self, start: TimeLike | None = None, end: TimeLike | None = None, kinds: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Events with ``start <= at <= end`` (of ``kinds`` when given), oldest first: ``{at, kind, data}``."""
+        rows = self._query("events", "at, kind, data", start, end, kinds=list(kinds) if kinds else None)
+        return [{"at": _iso(at), "kind": kind, "data": json.loads(data)} for at, kind, data in rows]
+
+    def _query(self, table: str, columns: str, start: TimeLike | None, end: TimeLike | None, *, kinds: list[str] | None = None) -> list[tuple]:
+        where, args = [], []
+        if start is not None:
+            where.append("at >= ?")
+            args.append(_epoch(start))
+        if end is not None:
+            where.append("at <= ?")
+            args.append(_epoch(end))
+        if kinds:
+            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            args.extend(kinds)
+        sql = f"SELECT {columns} FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY at"
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:  # a file from an older agentd, or being replaced
+            log.warning("timeline not readable", file=str(self.path), error=str(exc))
+            return []
+
+    def stats(self) -> dict[str, Any]:
+        last = self._db.execute("SELECT max(at) FROM host_samples").fetchone()[0]
+        return {
+            "path": str(self.path),
+            "samples": self._count("host_samples"),
+            "events": self._count("events"),
+            "size_bytes": self.size_bytes(),
+            "last_sample": _iso(last) if last else None,
+        }
+
+    def close(self) -> None:
+        try:
+            if not self.readonly:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+        self._db.close()
+
+
+def open_existing(path: Path | None = None) -> Timeline | None:
+    """The daemon's timeline read-only, for an in-process ``agentd diagnose``; None when there is none."""
+    path = path or default_path()
+    if not path.is_file():
+        return None
+    try:
+        return Timeline(path, readonly=True)
+    except sqlite3.Error as exc:
+        log.warning("timeline not opened", file=str(path), error=str(exc))
+        return None

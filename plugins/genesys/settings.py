@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from agentd.config import Secret
@@ -45,6 +46,20 @@ class GenesysSettings:
     client_secret: Secret | None = field(default=None, metadata={"help": "OAuth client secret (client credentials grant)"})
     ca_file: Path | None = field(default=None, metadata={"help": "extra CA bundle to trust (TLS-inspecting proxies, tests)"})
     timeout_s: float = field(default=10.0, metadata={"help": "deadline of one API call", "min": 0.1, "max": 300})
+    auth: Literal["auto", "client_credentials", "login"] = field(
+        default="auto",
+        metadata={"help": "which token the API client uses: auto = client credentials when a secret is set, else the `agentd login` token"},
+    )
+    user_id: str | None = field(default=None, metadata={"help": "the agent's Genesys user id (default: the user of `agentd login`)"})
+    queue_ids: tuple[str, ...] = field(default=(), metadata={"help": "queues whose dropped calls to count (dropped_calls evidence)"})
+    integration_ids: tuple[str, ...] = field(default=(), metadata={"help": "integrations whose reportedState to check"})
+    redirect_port: int = field(default=8765, metadata={"help": "loopback port of `agentd login`'s redirect (http://127.0.0.1:PORT/oauth/callback)", "min": 0, "max": 65535})
+    token_file: Path | None = field(default=None, metadata={"help": "where `agentd login` keeps its refresh token (default: state dir/genesys-token.json)"})
+    refresh_token: Secret | None = field(default=None, metadata={"help": "a refresh token given by reference (a systemd credential) instead of the token file"})
+    retry_budget_s: float = field(default=180.0, metadata={"help": "give up on 429/5xx retries beyond this many seconds (official SDKs: 180)", "min": 0, "max": 600})
+    max_retries: int = field(default=5, metadata={"help": "retries of one call on 429, 5xx (not 501) and transport errors", "min": 0, "max": 20})
+    dropped_calls_hours: float = field(default=24.0, metadata={"help": "interval of the dropped-calls count, hours back from now", "min": 0.1, "max": 744})
+    log_capture_hours: float = field(default=0.0, metadata={"help": "when > 0, `full` runs keep browser log capture enabled for the agent this many hours (at most 24)", "min": 0, "max": 24})
 
     @property
     def api_base(self) -> str:
@@ -62,6 +77,16 @@ class GenesysSettings:
     @property
     def has_client_credentials(self) -> bool:
         return bool(self.client_id and self.client_secret)
+
+    @property
+    def token_path(self) -> Path:
+        from .tokens import default_token_path
+
+        return self.token_file.expanduser() if self.token_file else default_token_path()
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"http://127.0.0.1:{self.redirect_port}/oauth/callback"
 
     def hosts(self) -> dict[str, str]:
         """Role -> host name of every signaling endpoint the softphone depends on."""

@@ -1,0 +1,1 @@
+"""Correlation rules: local findings plus server evidence become verdicts (see README.md)."""

@@ -1,0 +1,343 @@
+"""Rules about the media path: congestion, UDP blocked, TCP fallback, no relay, NAT, TURN credentials.
+
+Codes: ``network.isp_congestion``, ``network.firewall_udp_blocked``,
+``network.turn_tcp_fallback``, ``network.media_blocked``, ``network.symmetric_nat``,
+``config.turn_auth_failed``. Inputs: the ``stun``, ``nat``, ``turn.*``, ``udp.ports`` and
+``media.path`` checks, and the call's ``genesys.webrtc_diagnostics``,
+``genesys.browser_log``, ``genesys.call_quality`` and ``genesys.station`` evidence.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from agentd import hookimpl
+from agentd.correlation import Findings
+from agentd.model import Evidence, Severity, Verdict
+
+from .base import (
+    Thresholds,
+    call_window,
+    failed,
+    items,
+    metric,
+    number,
+    ok_evidence,
+    passed,
+    ran,
+    reason,
+    ref_check,
+    ref_evidence,
+    sorted_by_time,
+    thresholds_of,
+    timeline_events,
+    timeline_refs,
+    verdict,
+)
+
+TURN_CHECKS = ("turn.udp", "turn.tcp", "turn.tls")
+# Reasons that mean "the network did not let it through" (not "the server said no").
+BLOCKED_REASONS = frozenset({"timeout", "refused", "unreachable"})
+CREDENTIAL_REASONS = frozenset({"auth", "forbidden"})
+TCP_TRANSPORTS = frozenset({"tcp", "tls", "ssltcp"})
+MEDIA_PORTS = "UDP 3478 and 16384-65535"
+
+
+@hookimpl
+def agentd_correlate(findings: Findings) -> list[Verdict]:
+    limits = thresholds_of(findings)
+    found = [
+        isp_congestion(findings, limits),
+        firewall_udp_blocked(findings),
+        turn_tcp_fallback(findings),
+        media_blocked(findings),
+        symmetric_nat(findings),
+        turn_auth_failed(findings),
+    ]
+    return [v for v in found if v is not None]
+
+
+# -- shared readings -----------------------------------------------------------------------
+
+
+def ice_failures(findings: Findings) -> list[Evidence]:
+    """Evidence whose ICE states went ``checking`` -> ``failed`` with no connection between."""
+    hits = []
+    for kind in ("genesys.webrtc_diagnostics", "genesys.browser_log"):
+        for item in ok_evidence(findings, kind):
+            states = [str(e.get("state", "")).lower() for _, e in sorted_by_time(items(item.data.get("ice_states")))]
+            checking = False
+            for state in states:
+                if state == "checking":
+                    checking = True
+                elif state in ("connected", "completed"):
+                    checking = False
+                elif state == "failed" and checking:
+                    hits.append(item)
+                    break
+    return hits
+
+
+def tcp_paths_open(findings: Findings) -> list[str]:
+    """References proving TCP/TLS reaches the media edge: a TURN TCP/TLS allocation, a
+    media path over TCP, or a STUN binding over TCP."""
+    refs = []
+    for check_id in ("turn.tcp", "turn.tls"):
+        check = findings.check(check_id)
+        if passed(check):
+            refs.append(ref_check(check))
+    media = findings.check("media.path")
+    if passed(media) and str(media.details.get("transport", "")).lower() in TCP_TRANSPORTS:
+        refs.append(ref_check(media))
+    if media is not None:
+        for attempt in items(media.details.get("attempts")):
+            if attempt.get("ok") is True and str(attempt.get("transport", "")).lower() in TCP_TRANSPORTS:
+                refs.append(ref_check(media))
+    stun = findings.check("stun")
+    if stun is not None and any(
+        b.get("ok") is True and b.get("transport") == "tcp" for b in items(stun.details.get("bindings"))
+    ):
+        refs.append(ref_check(stun))
+    return list(dict.fromkeys(refs))
+
+
+def udp_blocked_locally(findings: Findings) -> list[str]:
+    """References showing UDP does not get through from this PC (by timeout/refusal)."""
+    refs = []
+    turn_udp = findings.check("turn.udp")
+    if failed(turn_udp) and reason(turn_udp) in BLOCKED_REASONS:
+        refs.append(ref_check(turn_udp))
+    stun = findings.check("stun")
+    if stun is not None:
+        udp = [b for b in items(stun.details.get("bindings")) if b.get("transport", "udp") == "udp"]
+        if udp and all(b.get("ok") is not True and b.get("reason") in BLOCKED_REASONS for b in udp):
+            refs.append(ref_check(stun))
+    ports = findings.check("udp.ports")
+    if ran(ports) and (metric(ports, "ports_tried") or 0) > 0 and metric(ports, "answered_pct") == 0:
+        refs.append(ref_check(ports))
+    media = findings.check("media.path")
+    if media is not None:
+        for attempt in items(media.details.get("attempts")):
+            if attempt.get("transport") == "udp" and attempt.get("ok") is False and attempt.get("reason") in BLOCKED_REASONS:
+                refs.append(ref_check(media))
+    return list(dict.fromkeys(refs))
+
+
+def _rtc_congestion(item: Evidence, limits: Thresholds) -> tuple[int, float | None, float]:
+    """From rtc_stats: (samples where loss rose while RTT was above the limit, worst RTT ms,
+    packets lost in those samples). ``packetsLost`` is a running counter."""
+    hits, worst, lost_total = 0, None, 0.0
+    previous = 0.0
+    for _, stat in sorted_by_time(items(item.data.get("rtc_stats"))):
+        lost = number(stat.get("packetsLost"))
+        rtt_s = number(stat.get("roundTripTime"))
+        if lost is None:
+            continue
+        rose = lost - previous
+        previous = max(previous, lost)
+        if rtt_s is None:
+            continue
+        rtt_ms = rtt_s * 1000.0
+        if rose > 0 and rtt_ms > limits.rtt_ms:
+            hits += 1
+            lost_total += rose
+            worst = rtt_ms if worst is None else max(worst, rtt_ms)
+    return hits, worst, lost_total
+
+
+def _earlier_probe_congestion(findings: Findings, limits: Thresholds) -> tuple[list[str], list[str]]:
+    """Incident mode: the daemon's own media.path probes during the call (``check.report``
+    events in the local timeline) that saw loss and RTT above the limits."""
+    window = call_window(findings)
+    if window is None:
+        return [], []
+    events = timeline_events(findings, window[0], window[1], ["check.report"]) or []
+    hits = []
+    for event in events:
+        data = event.get("data")
+        if not isinstance(data, Mapping):
+            continue
+        for check in items(data.get("checks")):
+            if check.get("id") != "media.path" or not isinstance(check.get("metrics"), Mapping):
+                continue
+            m = check["metrics"]
+            loss, rtt = number(m.get("loss_pct")), number(m.get("rtt_p95_ms")) or number(m.get("rtt_ms"))
+            if loss is not None and rtt is not None and loss > limits.loss_pct and rtt > limits.rtt_ms:
+                hits.append(f"{event.get('at')}: loss {loss:.1f}% RTT {rtt:.0f} ms")
+    return hits, ([*window[2], *timeline_refs(findings)] if hits else [])
+
+
+# -- the rules -----------------------------------------------------------------------------
+
+
+def isp_congestion(findings: Findings, limits: Thresholds) -> Verdict | None:
+    """Seed 000 scenario A: loss rising together with RTT above the limit."""
+    refs: list[str] = []
+    parts: list[str] = []
+    media = findings.check("media.path")
+    if passed(media) or failed(media):
+        transport = str(media.details.get("transport", "udp")).lower()
+        loss = metric(media, "loss_pct")
+        rtt = max((v for v in (metric(media, "rtt_ms"), metric(media, "rtt_p95_ms")) if v is not None), default=None)
+        # Over TCP loss turns into delay: that case is the TCP-fallback rule's.
+        if transport not in TCP_TRANSPORTS and loss is not None and rtt is not None:
+            if loss > limits.loss_pct and rtt > limits.rtt_ms:
+                refs.append(ref_check(media))
+                jitter = metric(media, "jitter_ms")
+                extra = f", jitter {jitter:.0f} ms" if jitter is not None and jitter > limits.jitter_ms else ""
+                parts.append(f"this PC's path to the media edge loses {loss:.1f}% with RTT up to {rtt:.0f} ms{extra}")
+    for item in ok_evidence(findings, "genesys.webrtc_diagnostics"):
+        hits, worst, lost = _rtc_congestion(item, limits)
+        if hits:
+            refs.append(ref_evidence(item))
+            parts.append(f"during the call {lost:.0f} packets were lost while RTT reached {worst:.0f} ms")
+    for item in ok_evidence(findings, "genesys.call_quality"):
+        loss, latency, mos = number(item.data.get("lossPct")), number(item.data.get("maxLatencyMs")), number(item.data.get("minMos"))
+        if loss is not None and latency is not None and loss > limits.loss_pct and latency > limits.rtt_ms:
+            refs.append(ref_evidence(item))
+            low = f", MOS fell to {mos:.2f}" if mos is not None and mos < limits.mos else ""
+            parts.append(f"Genesys measured {loss:.1f}% loss and latency up to {latency:.0f} ms{low}")
+    server = any(r.startswith("evidence:") for r in refs)
+    earlier, earlier_refs = _earlier_probe_congestion(findings, limits)
+    if earlier:
+        refs.extend(earlier_refs)
+        parts.append(f"agentd's own probes during the call saw it too ({'; '.join(earlier[:3])})")
+    if not parts:
+        return None
+    local = any(r.startswith("check:") for r in refs) or bool(earlier)
+    return verdict(
+        "network.isp_congestion",
+        Severity.WARNING,
+        0.95 if local and server else (0.8 if server else 0.75),
+        "Congestion on the agent's own connection: " + "; ".join(parts) + ".",
+        "Move the PC to a wired connection or away from heavy traffic on the same line "
+        "(video streaming, large uploads); if it persists, take the figures to the ISP. "
+        "Re-run `agentd check --profile full` to confirm.",
+        refs,
+        limits.pick("loss_pct", "rtt_ms", "jitter_ms", "mos"),
+    )
+
+
+def firewall_udp_blocked(findings: Findings) -> Verdict | None:
+    """Seed 000 scenario B: ICE checking -> failed in the call, or UDP fails locally while TCP/TLS works."""
+    ice = ice_failures(findings)
+    udp_refs = udp_blocked_locally(findings)
+    tcp_refs = tcp_paths_open(findings)
+    local = bool(udp_refs and tcp_refs)
+    if not ice and not local:
+        return None
+    parts = []
+    if ice:
+        parts.append("the call's ICE negotiation went from checking to failed: audio never connected")
+    if local:
+        parts.append("from this PC UDP to the media edge gets no answer while TCP/TLS gets through")
+    refs = [*(ref_evidence(i) for i in ice), *(udp_refs if local else []), *(tcp_refs if local else [])]
+    return verdict(
+        "network.firewall_udp_blocked",
+        Severity.CRITICAL,
+        0.95 if ice and local else (0.85 if local else 0.8),
+        "Outbound UDP is blocked: " + "; ".join(parts) + ".",
+        f"Allow outbound {MEDIA_PORTS} from this PC to the Genesys media ranges in the firewall, "
+        "VPN or home router (no inbound ports are needed).",
+        refs,
+    )
+
+
+def turn_tcp_fallback(findings: Findings) -> Verdict | None:
+    """Seed 000 edge case 2: media relayed over TCP/TLS works but adds delay."""
+    refs, parts = [], []
+    for item in ok_evidence(findings, "genesys.webrtc_diagnostics"):
+        pair = item.data.get("selected_pair")
+        if isinstance(pair, Mapping) and str(pair.get("protocol", "")).lower() in TCP_TRANSPORTS:
+            refs.append(ref_evidence(item))
+            parts.append(f"the call's selected candidate pair ran over {str(pair['protocol']).upper()}")
+    media = findings.check("media.path")
+    if passed(media) and str(media.details.get("transport", "")).lower() in TCP_TRANSPORTS:
+        refs.append(ref_check(media))
+        parts.append(f"agentd's media path test could only get through over {str(media.details['transport']).upper()}")
+    if not refs:
+        return None
+    forced = [
+        item
+        for item in ok_evidence(findings, "genesys.station")
+        if isinstance(item.data.get("station"), Mapping) and item.data["station"].get("webRtcForceTurn") is True
+    ]
+    next_step = f"Open {MEDIA_PORTS} outbound so media runs over UDP; TCP turns every lost packet into delay."
+    if forced:
+        refs.extend(ref_evidence(i) for i in forced)
+        parts.append("the agent's WebRTC station has webRtcForceTurn on, which forces the relay")
+        next_step = (
+            "Turn off webRtcForceTurn on the agent's WebRTC station unless policy needs it, and open "
+            f"{MEDIA_PORTS} outbound so the relay can use UDP."
+        )
+    return verdict(
+        "network.turn_tcp_fallback",
+        Severity.WARNING,
+        0.9 if any(r.startswith("evidence:") for r in refs) else 0.8,
+        "Media is relayed over TCP/TLS (calls work, with delay): " + "; ".join(parts) + ".",
+        next_step,
+        refs,
+    )
+
+
+def media_blocked(findings: Findings) -> Verdict | None:
+    """No relay of any transport is reachable, and no media path got through."""
+    turns = [c for c in (findings.check(i) for i in TURN_CHECKS) if ran(c)]
+    media = findings.check("media.path")
+    if any(passed(c) for c in turns) or passed(media):
+        return None
+    refs, parts = [], []
+    if turns and all(failed(c) and reason(c) not in CREDENTIAL_REASONS for c in turns):
+        refs.extend(ref_check(c) for c in turns)
+        parts.append("no TURN relay answered (" + ", ".join(f"{c.id}: {reason(c) or 'failed'}" for c in turns) + ")")
+    attempts = items(media.details.get("attempts")) if media is not None else []
+    if failed(media) and attempts and all(
+        a.get("ok") is not True and a.get("reason") not in CREDENTIAL_REASONS for a in attempts
+    ):
+        refs.append(ref_check(media))
+        parts.append("the media path test failed over " + ", ".join(str(a.get("transport")) for a in attempts))
+    if not refs:
+        return None
+    return verdict(
+        "network.media_blocked",
+        Severity.CRITICAL,
+        0.9,
+        "Calls cannot carry audio from this PC: " + "; ".join(parts) + ".",
+        f"Allow outbound {MEDIA_PORTS} and TCP 443 to the Genesys media edge and the TURN servers "
+        "(firewall, VPN, proxy); without one of them no call gets audio.",
+        refs,
+    )
+
+
+def symmetric_nat(findings: Findings) -> Verdict | None:
+    nat = findings.check("nat")
+    if nat is None or nat.details.get("mapping") != "endpoint-dependent":
+        return None
+    turns_ok = any(passed(findings.check(i)) for i in TURN_CHECKS)
+    return verdict(
+        "network.symmetric_nat",
+        Severity.WARNING,
+        0.9,
+        "This PC is behind a symmetric NAT (endpoint-dependent mapping): direct media is impossible, "
+        + ("every call depends on the TURN relay, which is reachable." if turns_ok else "every call depends on the TURN relay."),
+        f"Keep the TURN relay reachable ({MEDIA_PORTS} outbound); if the router or firewall offers it, "
+        "switch its NAT to endpoint-independent mapping.",
+        [ref_check(nat)],
+    )
+
+
+def turn_auth_failed(findings: Findings) -> Verdict | None:
+    rejected = [c for c in (findings.check(i) for i in TURN_CHECKS) if failed(c) and reason(c) == "auth"]
+    if not rejected:
+        return None
+    servers = sorted({str(c.details.get("server")) for c in rejected if c.details.get("server")})
+    where = f" ({', '.join(servers)})" if servers else ""
+    return verdict(
+        "config.turn_auth_failed",
+        Severity.CRITICAL,
+        0.95,
+        f"The TURN server answered 401 Unauthorized{where}: the configured credentials are wrong.",
+        "Correct the username and credential of the TURN entry in [[ice.servers]] of agentd.toml "
+        "(they must match the TURN server's; the Genesys ones come from the org's WebRTC settings).",
+        [ref_check(c) for c in rejected],
+    )

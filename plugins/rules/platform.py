@@ -1,0 +1,103 @@
+"""Rules about the Genesys Cloud platform side: fragmentation, integration, auth, permissions.
+
+Codes: ``platform.session_fragmentation`` (seed 001), ``platform.integration_inactive``
+(seed 003), ``platform.auth_failed``, ``platform.permission_missing``. Inputs: the
+``genesys.*`` evidence items named in FINDINGS.md.
+"""
+
+from __future__ import annotations
+
+from agentd import hookimpl
+from agentd.correlation import Findings
+from agentd.model import Severity, Verdict
+
+from .base import number, ok_evidence, ref_evidence, verdict
+
+
+@hookimpl
+def agentd_correlate(findings: Findings) -> list[Verdict]:
+    found = [
+        session_fragmentation(findings),
+        integration_inactive(findings),
+        auth_failed(findings),
+        permission_missing(findings),
+    ]
+    return [v for v in found if v is not None]
+
+
+def session_fragmentation(findings: Findings) -> Verdict | None:
+    for item in ok_evidence(findings, "genesys.session_fragmentation"):
+        sessions = number(item.data.get("sessions"))
+        if sessions is None or sessions <= 1:
+            continue
+        reconnects = number(item.data.get("reconnects"))
+        stitched = number(item.data.get("stitched_talk_s"))
+        per = item.data.get("per_session_talk_s")
+        per_text = ""
+        if isinstance(per, (list, tuple)) and per:
+            per_text = " (talk time per session: " + ", ".join(f"{number(p) or 0:.0f} s" for p in per[:8]) + ")"
+        total = f"; stitched together they make {stitched:.0f} s of talk" if stitched is not None else ""
+        again = f" after {reconnects:.0f} reconnect(s)" if reconnects else ""
+        return verdict(
+            "platform.session_fragmentation",
+            Severity.WARNING,
+            0.85,
+            f"One interaction was split into {sessions:.0f} sessions{again}{per_text}{total}: talk time and "
+            "after-call work in Performance views are wrong for it.",
+            "Make the softphone or integration send one stable X-Genesys-Client-Id header for the whole login "
+            "session, and fix what makes it reconnect (see any signaling finding).",
+            [ref_evidence(item)],
+        )
+    return None
+
+
+def integration_inactive(findings: Findings) -> Verdict | None:
+    for item in ok_evidence(findings, "genesys.integration"):
+        state = item.data.get("reportedState")
+        code = state.get("code") if isinstance(state, dict) else None
+        if not isinstance(code, str) or code.upper() == "ACTIVE":
+            continue
+        name = item.data.get("name") or item.data.get("integrationId") or item.id
+        return verdict(
+            "platform.integration_inactive",
+            Severity.CRITICAL,
+            0.95,
+            f"The integration {name!s} is {code}, not ACTIVE: Genesys Cloud will not open its connections.",
+            "An admin opens Admin > Integrations, fixes the integration's configuration or credentials and sets it "
+            "active; then re-run the diagnosis.",
+            [ref_evidence(item)],
+        )
+    return None
+
+
+def auth_failed(findings: Findings) -> Verdict | None:
+    refused = list(findings.evidence(kind="genesys.auth"))
+    if not refused:
+        return None
+    ids = [str(i.data.get("correlationId")) for i in refused if i.data.get("correlationId")]
+    support = f" (correlation id {', '.join(ids)} for Genesys support)" if ids else ""
+    return verdict(
+        "platform.auth_failed",
+        Severity.CRITICAL,
+        0.95,
+        f"Genesys Cloud refused agentd's credentials (401){support}: no server evidence could be read.",
+        "Check [genesys] client_id and client_secret and that the region matches the org "
+        "(an OAuth client of one region is unknown in another); a deleted or rotated client needs new values.",
+        [ref_evidence(i) for i in refused],
+    )
+
+
+def permission_missing(findings: Findings) -> Verdict | None:
+    denied = list(findings.evidence(kind="genesys.permission"))
+    if not denied:
+        return None
+    names = sorted({str(i.data["permission"]) for i in denied if i.data.get("permission")})
+    what = ", ".join(names) if names else "a permission the error did not name"
+    return verdict(
+        "platform.permission_missing",
+        Severity.WARNING,
+        0.95 if names else 0.7,
+        f"Genesys Cloud answered 403 Forbidden: the OAuth client lacks {what}; that evidence is missing from this report.",
+        f"An admin adds {what} to the role of agentd's OAuth client (Admin > Roles / Permissions), then re-run.",
+        [ref_evidence(i) for i in denied],
+    )

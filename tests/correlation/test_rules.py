@@ -1,0 +1,492 @@
+"""Golden tests: each verdict code from a scenario that shows it, and silence on near misses.
+
+Every golden asserts the exact set of codes (a rule that fires where it should not fails
+the test), the references the verdict rests on, and that it tells helpdesk what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from agentd.model import Severity, Status
+
+from .scenarios import (
+    CALL_START,
+    Timeline,
+    at,
+    clean_checks,
+    clean_evidence,
+    evidence,
+    host_samples,
+    patched,
+    report,
+    rtc_stats,
+    with_data,
+)
+
+ALL_CODES = {
+    "network.isp_congestion", "network.firewall_udp_blocked", "network.turn_tcp_fallback", "network.media_blocked",
+    "network.symmetric_nat", "network.dns_failure", "network.https_unreachable", "host.resource_exhaustion",
+    "signaling.websocket_unreachable", "signaling.websocket_keepalive_timeout", "platform.session_fragmentation",
+    "platform.integration_inactive", "platform.auth_failed", "platform.permission_missing", "config.turn_auth_failed",
+}
+
+
+def by_code(verdicts):
+    return {v.code: v for v in verdicts}
+
+
+def assert_well_formed(v):
+    assert v.summary and v.summary.endswith(".")
+    assert v.next_step, f"{v.code} gives helpdesk no next step"
+    assert 0.0 < v.confidence <= 1.0
+    assert v.evidence and all(ref.startswith(("check:", "evidence:")) for ref in v.evidence)
+
+
+# -- the clean scenario --------------------------------------------------------------------
+
+
+def test_clean_pc_and_clean_call_give_no_verdict_at_all(correlate):
+    timeline = Timeline(samples=host_samples(cpu=25, mem=60, psi=0.5), recorded=[
+        {"at": at(0), "kind": "call.start", "data": {}},
+        {"at": at(300), "kind": "ws.reconnect", "data": {}},
+        {"at": at(600), "kind": "call.end", "data": {}},
+    ])
+    assert correlate(report(clean_checks(), clean_evidence(), profile="incident"), timeline) == []
+    assert correlate(report(clean_checks())) == []
+    assert correlate(report({}, {})) == []
+
+
+# -- network.isp_congestion ----------------------------------------------------------------
+
+
+def test_congestion_from_the_local_media_path(correlate):
+    checks = clean_checks()
+    checks["media.path"] = patched(checks["media.path"], status=Status.WARN,
+                                   metrics={"loss_pct": 4.2, "rtt_ms": 160.0, "rtt_p95_ms": 240.0, "jitter_ms": 41.0})
+    verdicts = correlate(report(checks))
+    assert set(by_code(verdicts)) == {"network.isp_congestion"}
+    v = verdicts[0]
+    assert_well_formed(v)
+    assert v.evidence == ("check:media.path",)
+    assert v.thresholds == {"loss_pct": 1.0, "rtt_ms": 150.0, "jitter_ms": 30.0, "mos": 3.5}
+    assert "4.2%" in v.summary and "240 ms" in v.summary and "jitter 41 ms" in v.summary
+
+
+def test_congestion_from_the_calls_stats_and_locally_is_surest(correlate):
+    items = clean_evidence()
+    items["genesys.webrtc_diagnostics"] = with_data(items["genesys.webrtc_diagnostics"], rtc_stats=rtc_stats(
+        [(10, 0, 0.04, 0.4), (40, 30, 0.2, 0.4), (70, 600, 0.85, 0.3), (100, 1450, 0.9, 0.3)]))
+    items["genesys.call_quality"] = with_data(items["genesys.call_quality"], lossPct=5.1, maxLatencyMs=850, minMos=2.1)
+    server_only = correlate(report({}, items))
+    assert set(by_code(server_only)) == {"network.isp_congestion"}
+    v = server_only[0]
+    assert_well_formed(v)
+    assert v.evidence == ("evidence:genesys.webrtc_diagnostics", "evidence:genesys.call_quality")
+    assert "1450 packets" in v.summary and "MOS fell to 2.10" in v.summary
+    assert v.confidence == pytest.approx(0.8)
+
+    checks = clean_checks()
+    checks["media.path"] = patched(checks["media.path"], metrics={"loss_pct": 3.0, "rtt_ms": 200.0})
+    both = by_code(correlate(report(checks, items)))["network.isp_congestion"]
+    assert both.confidence > v.confidence
+    assert "check:media.path" in both.evidence
+
+
+def test_congestion_from_the_daemons_probes_during_the_call(correlate):
+    timeline = Timeline(recorded=[{"at": at(120), "kind": "check.report", "data": {"checks": [
+        {"id": "media.path", "status": "warn", "metrics": {"loss_pct": 6.0, "rtt_ms": 190.0}}]}}])
+    verdicts = correlate(report({}, clean_evidence()), timeline)
+    assert set(by_code(verdicts)) == {"network.isp_congestion"}
+    assert "evidence:genesys.conversation" in verdicts[0].evidence
+    assert "6.0%" in verdicts[0].summary
+
+
+@pytest.mark.parametrize(
+    "metrics, transport",
+    [
+        ({"loss_pct": 0.9, "rtt_ms": 400.0, "rtt_p95_ms": 450.0}, "udp"),   # loss under the line
+        ({"loss_pct": 5.0, "rtt_ms": 60.0, "rtt_p95_ms": 90.0}, "udp"),     # RTT under the line
+        ({"loss_pct": 5.0, "rtt_ms": 300.0, "rtt_p95_ms": 400.0}, "tcp"),   # over TCP: the fallback rule's
+    ],
+)
+def test_congestion_stays_silent_on_near_misses(correlate, metrics, transport):
+    checks = clean_checks()
+    checks["media.path"] = patched(checks["media.path"], metrics=metrics, transport=transport)
+    assert "network.isp_congestion" not in by_code(correlate(report(checks)))
+
+
+def test_congestion_silent_when_rtt_is_high_but_nothing_is_lost(correlate):
+    items = clean_evidence()
+    items["genesys.webrtc_diagnostics"] = with_data(items["genesys.webrtc_diagnostics"],
+                                                    rtc_stats=rtc_stats([(t, 0, 0.4, 0.4) for t in range(10, 600, 30)]))
+    assert "network.isp_congestion" not in by_code(correlate(report({}, items)))
+
+
+def test_thresholds_come_from_the_configuration(correlate):
+    checks = clean_checks()
+    checks["media.path"] = patched(checks["media.path"], metrics={"loss_pct": 0.5, "rtt_ms": 120.0})
+    assert correlate(report(checks)) == []
+    verdicts = correlate(report(checks), config="[thresholds]\nloss_pct = 0.2\nrtt_ms = 100\n")
+    assert [v.code for v in verdicts] == ["network.isp_congestion"]
+    assert verdicts[0].thresholds["loss_pct"] == 0.2 and verdicts[0].thresholds["rtt_ms"] == 100
+
+
+# -- network.firewall_udp_blocked / network.turn_tcp_fallback ------------------------------
+
+
+def udp_blocked_checks():
+    checks = clean_checks()
+    checks["turn.udp"] = patched(checks["turn.udp"], status=Status.FAIL, reason="timeout")
+    checks["stun"] = patched(checks["stun"], status=Status.FAIL, bindings=[
+        {"server": "stun:edge.example:3478", "transport": "udp", "ok": False, "reason": "timeout", "error": "no answer in 2 s"}])
+    checks["udp.ports"] = patched(checks["udp.ports"], status=Status.FAIL, metrics={"answered_pct": 0.0}, answered=[])
+    checks["media.path"] = patched(checks["media.path"], transport="tls", attempts=[
+        {"transport": "udp", "ok": False, "reason": "timeout", "error": "no answer"},
+        {"transport": "tls", "ok": True, "reason": None, "error": None}])
+    return checks
+
+
+def test_firewall_udp_blocked_locally_while_tcp_and_tls_work(correlate):
+    verdicts = by_code(correlate(report(udp_blocked_checks())))
+    # The media path fell back to TLS: both the cause and its effect are named.
+    assert set(verdicts) == {"network.firewall_udp_blocked", "network.turn_tcp_fallback"}
+    v = verdicts["network.firewall_udp_blocked"]
+    assert_well_formed(v)
+    assert v.severity is Severity.CRITICAL
+    assert {"check:turn.udp", "check:stun", "check:udp.ports", "check:turn.tcp", "check:turn.tls", "check:media.path"} == set(v.evidence)
+    assert "UDP 3478 and 16384-65535" in v.next_step
+
+
+def test_firewall_udp_blocked_from_the_calls_ice_states(correlate):
+    items = clean_evidence()
+    items["genesys.webrtc_diagnostics"] = with_data(items["genesys.webrtc_diagnostics"], selected_pair=None, ice_states=[
+        {"timestamp": at(0), "state": "new"}, {"timestamp": at(0.2), "state": "checking"}, {"timestamp": at(10.5), "state": "failed"}])
+    verdicts = correlate(report({}, items))
+    assert [v.code for v in verdicts] == ["network.firewall_udp_blocked"]
+    assert verdicts[0].evidence == ("evidence:genesys.webrtc_diagnostics",)
+    assert "checking to failed" in verdicts[0].summary
+
+
+def test_firewall_silent_when_ice_failed_after_connecting_or_udp_fails_for_credentials(correlate):
+    items = clean_evidence()
+    items["genesys.webrtc_diagnostics"] = with_data(items["genesys.webrtc_diagnostics"], ice_states=[
+        {"timestamp": at(0), "state": "checking"}, {"timestamp": at(1), "state": "connected"},
+        {"timestamp": at(300), "state": "disconnected"}, {"timestamp": at(330), "state": "failed"}])
+    assert "network.firewall_udp_blocked" not in by_code(correlate(report({}, items)))
+    checks = clean_checks()
+    checks["turn.udp"] = patched(checks["turn.udp"], status=Status.FAIL, reason="auth")
+    assert "network.firewall_udp_blocked" not in by_code(correlate(report(checks)))
+
+
+def test_turn_tcp_fallback_from_the_calls_selected_pair_explained_by_force_turn(correlate):
+    items = clean_evidence()
+    items["genesys.webrtc_diagnostics"] = with_data(items["genesys.webrtc_diagnostics"],
+                                                    selected_pair={"protocol": "tcp", "localCandidateType": "relay", "remoteCandidateType": "host"})
+    items["genesys.station"] = with_data(items["genesys.station"], station={"id": "st-1", "type": "inin_webrtc_softphone", "webRtcForceTurn": True})
+    verdicts = correlate(report({}, items))
+    assert [v.code for v in verdicts] == ["network.turn_tcp_fallback"]
+    v = verdicts[0]
+    assert_well_formed(v)
+    assert v.evidence == ("evidence:genesys.webrtc_diagnostics", "evidence:genesys.station")
+    assert "webRtcForceTurn" in v.summary and "webRtcForceTurn" in v.next_step
+
+
+def test_turn_tcp_fallback_silent_when_media_runs_over_udp(correlate):
+    items = clean_evidence()
+    items["genesys.station"] = with_data(items["genesys.station"], station={"id": "st-1", "webRtcForceTurn": True})
+    assert correlate(report(clean_checks(), items)) == []
+
+
+# -- network.media_blocked -----------------------------------------------------------------
+
+
+def test_media_blocked_when_no_relay_of_any_transport_answers(correlate):
+    checks = udp_blocked_checks()
+    checks["turn.tcp"] = patched(checks["turn.tcp"], status=Status.FAIL, reason="timeout")
+    checks["turn.tls"] = patched(checks["turn.tls"], status=Status.FAIL, reason="refused")
+    checks["media.path"] = patched(checks["media.path"], status=Status.FAIL, transport=None, attempts=[
+        {"transport": t, "ok": False, "reason": "timeout", "error": "no answer"} for t in ("udp", "tcp", "tls")])
+    verdicts = correlate(report(checks))
+    assert [v.code for v in verdicts] == ["network.media_blocked"]
+    v = verdicts[0]
+    assert_well_formed(v)
+    assert v.severity is Severity.CRITICAL
+    assert v.evidence == ("check:turn.udp", "check:turn.tcp", "check:turn.tls", "check:media.path")
+
+
+def test_media_blocked_silent_when_one_relay_works(correlate):
+    checks = udp_blocked_checks()
+    checks["turn.tcp"] = patched(checks["turn.tcp"], status=Status.FAIL, reason="timeout")
+    assert "network.media_blocked" not in by_code(correlate(report(checks)))
+
+
+# -- network.symmetric_nat -----------------------------------------------------------------
+
+
+def test_symmetric_nat(correlate):
+    checks = clean_checks()
+    checks["nat"] = patched(checks["nat"], status=Status.WARN, mapping="endpoint-dependent")
+    verdicts = correlate(report(checks))
+    assert [v.code for v in verdicts] == ["network.symmetric_nat"]
+    assert_well_formed(verdicts[0])
+    assert verdicts[0].evidence == ("check:nat",)
+
+
+def test_symmetric_nat_silent_when_mapping_is_unknown(correlate):
+    checks = clean_checks()
+    checks["nat"] = patched(checks["nat"], mapping="unknown")
+    assert correlate(report(checks)) == []
+
+
+# -- network.dns_failure / network.https_unreachable ---------------------------------------
+
+
+def test_dns_failure_named_once_with_every_check_that_saw_it(correlate):
+    checks = clean_checks()
+    checks["dns"] = patched(checks["dns"], status=Status.FAIL, hosts=[
+        {"role": "api", "host": "api.mypurecloud.ie", "ok": False, "error": "Name or service not known", "reason": "dns"}])
+    checks["https"] = patched(checks["https"], status=Status.FAIL, endpoints=[
+        {"role": "api", "host": "api.mypurecloud.ie", "port": 443, "ok": False, "reason": "dns", "error": "no address"}])
+    checks["websocket"] = patched(checks["websocket"], status=Status.FAIL, reason="dns", handshake_status=None,
+                                  target="wss://streaming.mypurecloud.ie/channels/x")
+    verdicts = correlate(report(checks))
+    assert [v.code for v in verdicts] == ["network.dns_failure"]
+    v = verdicts[0]
+    assert_well_formed(v)
+    assert v.evidence == ("check:dns", "check:https", "check:websocket")
+    assert "api.mypurecloud.ie" in v.summary and "streaming.mypurecloud.ie" in v.summary
+
+
+def test_dns_silent_when_lookups_are_only_slow(correlate):
+    checks = clean_checks()
+    checks["dns"] = patched(checks["dns"], status=Status.WARN, metrics={"resolve_ms": 900.0})
+    assert correlate(report(checks)) == []
+
+
+def test_https_unreachable_through_a_tls_inspecting_proxy(correlate):
+    checks = clean_checks()
+    checks["https"] = patched(checks["https"], status=Status.FAIL, endpoints=[
+        {"role": "api", "host": "api.mypurecloud.ie", "port": 443, "ok": False, "reason": "tls_untrusted",
+         "certificate": {"subject": "CN=api.mypurecloud.ie", "issuer": "CN=Zscaler Intermediate Root CA"}}])
+    verdicts = correlate(report(checks))
+    assert [v.code for v in verdicts] == ["network.https_unreachable"]
+    assert_well_formed(verdicts[0])
+    assert "Zscaler" in verdicts[0].summary and "bypass" in verdicts[0].next_step
+
+
+def test_https_silent_when_the_only_failure_is_dns(correlate):
+    checks = clean_checks()
+    checks["https"] = patched(checks["https"], status=Status.FAIL, endpoints=[
+        {"role": "api", "host": "api.mypurecloud.ie", "port": 443, "ok": False, "reason": "dns"}])
+    assert [v.code for v in correlate(report(checks))] == ["network.dns_failure"]
+
+
+# -- host.resource_exhaustion --------------------------------------------------------------
+
+
+def silent_call():
+    items = clean_evidence()
+    stats = [(t, 0, 0.03, 0.4) for t in range(10, 300, 30)] + [(t, 0, 0.03, 0.0) for t in range(300, 420, 20)]
+    items["genesys.webrtc_diagnostics"] = with_data(items["genesys.webrtc_diagnostics"], rtc_stats=rtc_stats(stats))
+    return items
+
+
+def test_resource_exhaustion_when_audio_falls_to_zero_under_memory_pressure(correlate):
+    timeline = Timeline(samples=host_samples(cpu=40, mem=97, psi=35))
+    verdicts = correlate(report({}, silent_call(), profile="incident"), timeline)
+    assert [v.code for v in verdicts] == ["host.resource_exhaustion"]
+    v = verdicts[0]
+    assert_well_formed(v)
+    assert v.severity is Severity.WARNING
+    assert "memory 97% used" in v.summary and "memory pressure 35%" in v.summary
+    assert v.thresholds["mem_used_pct"] == 90.0
+
+
+def test_resource_exhaustion_from_the_history_a_stored_report_carries(correlate):
+    items = silent_call()
+    items["local.timeline"] = evidence("local.timeline", {"host_samples": host_samples(cpu=99, mem=50, psi=0), "events": []})
+    verdicts = correlate(report({}, items, profile="incident"))
+    assert [v.code for v in verdicts] == ["host.resource_exhaustion"]
+    assert verdicts[0].evidence == ("evidence:genesys.webrtc_diagnostics", "evidence:local.timeline")
+    assert "CPU 99%" in verdicts[0].summary
+
+
+def test_resource_exhaustion_says_when_local_history_is_missing(correlate):
+    verdicts = correlate(report({}, silent_call(), profile="incident"), None)
+    assert [v.code for v in verdicts] == ["host.resource_exhaustion"]
+    v = verdicts[0]
+    assert v.severity is Severity.INFO and v.confidence <= 0.5
+    assert "no local host history" in v.summary
+    assert v.thresholds["local_history"] == "missing"
+
+
+@pytest.mark.parametrize("case", ["healthy_pc", "loss_rising", "never_heard"])
+def test_resource_exhaustion_silent(correlate, case):
+    items = silent_call()
+    timeline = Timeline(samples=host_samples(cpu=97, mem=97, psi=40))
+    if case == "healthy_pc":
+        timeline = Timeline(samples=host_samples(cpu=20, mem=50, psi=0))
+    elif case == "loss_rising":  # silence with loss is the network's, not the PC's
+        stats = [(t, 0, 0.03, 0.4) for t in range(10, 300, 30)] + [(300 + i * 20, 50 * (i + 1), 0.03, 0.0) for i in range(6)]
+        items["genesys.webrtc_diagnostics"] = with_data(items["genesys.webrtc_diagnostics"], rtc_stats=rtc_stats(stats))
+    else:  # muted from the first second: not a drop
+        items["genesys.webrtc_diagnostics"] = with_data(items["genesys.webrtc_diagnostics"],
+                                                        rtc_stats=rtc_stats([(t, 0, 0.03, 0.0) for t in range(10, 600, 30)]))
+    assert "host.resource_exhaustion" not in by_code(correlate(report({}, items, profile="incident"), timeline))
+
+
+# -- signaling -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status, words", [(401, "OAuth token"), (403, "proxy"), (404, "channel expired")])
+def test_websocket_unreachable_on_refused_handshake(correlate, status, words):
+    checks = clean_checks()
+    checks["websocket"] = patched(checks["websocket"], status=Status.FAIL, handshake_status=status, reason="forbidden")
+    verdicts = correlate(report(checks))
+    assert [v.code for v in verdicts] == ["signaling.websocket_unreachable"]
+    assert_well_formed(verdicts[0])
+    assert f"HTTP {status}" in verdicts[0].summary and words in verdicts[0].next_step
+
+
+def test_keepalive_timeout_from_the_websocket_check(correlate):
+    checks = clean_checks()
+    checks["websocket"] = patched(checks["websocket"], status=Status.WARN, metrics={"max_heartbeat_gap_s": 95.0},
+                                  close_code=1006, close_reason="")
+    verdicts = correlate(report(checks))
+    # It opened, then died: that is a keepalive problem, not an unreachable host.
+    assert [v.code for v in verdicts] == ["signaling.websocket_keepalive_timeout"]
+    v = verdicts[0]
+    assert_well_formed(v)
+    assert v.evidence == ("check:websocket",)
+    assert "1006" in v.summary and "95 s" in v.summary
+    assert v.thresholds == {"heartbeat_gap_s": 65.0}
+
+
+def test_keepalive_timeout_from_drops_the_daemon_saw_during_the_call(correlate):
+    timeline = Timeline(recorded=[
+        {"at": at(250), "kind": "ws.drop", "data": {"close_code": 1006, "reason": ""}},
+        {"at": at(252), "kind": "ws.reconnect", "data": {}},
+    ])
+    verdicts = correlate(report({}, clean_evidence(), profile="incident"), timeline)
+    assert [v.code for v in verdicts] == ["signaling.websocket_keepalive_timeout"]
+    assert "evidence:genesys.conversation" in verdicts[0].evidence
+    assert at(250) in verdicts[0].summary
+
+
+def test_keepalive_from_recorded_drop_evidence(correlate):
+    items = clean_evidence()
+    items["signaling.websocket_drop"] = with_data(items["signaling.websocket_drop"], close_code=1006, reason="abnormal")
+    assert [v.code for v in correlate(report({}, items))] == ["signaling.websocket_keepalive_timeout"]
+
+
+@pytest.mark.parametrize("case", ["short_gap", "normal_close", "drop_outside_the_call"])
+def test_keepalive_silent(correlate, case):
+    checks, items, timeline = clean_checks(), clean_evidence(), None
+    if case == "short_gap":
+        checks["websocket"] = patched(checks["websocket"], metrics={"max_heartbeat_gap_s": 40.0})
+    elif case == "normal_close":
+        checks["websocket"] = patched(checks["websocket"], close_code=1000)
+    else:
+        timeline = Timeline(recorded=[{"at": at(3600), "kind": "ws.drop", "data": {"close_code": 1006}}])
+    assert correlate(report(checks, items), timeline) == []
+
+
+# -- platform ------------------------------------------------------------------------------
+
+
+def test_session_fragmentation(correlate):
+    items = clean_evidence()
+    items["genesys.session_fragmentation"] = with_data(items["genesys.session_fragmentation"], sessions=4, reconnects=3,
+                                                       stitched_talk_s=540, per_session_talk_s=[120, 140, 130, 150])
+    verdicts = correlate(report({}, items))
+    assert [v.code for v in verdicts] == ["platform.session_fragmentation"]
+    assert_well_formed(verdicts[0])
+    assert "4 sessions" in verdicts[0].summary and "X-Genesys-Client-Id" in verdicts[0].next_step
+
+
+def test_integration_inactive(correlate):
+    items = clean_evidence()
+    items["genesys.integration"] = with_data(items["genesys.integration"], reportedState={"code": "INACTIVE"})
+    verdicts = correlate(report({}, items))
+    assert [v.code for v in verdicts] == ["platform.integration_inactive"]
+    assert_well_formed(verdicts[0])
+    assert "Cognigy bot" in verdicts[0].summary
+
+
+def test_auth_failed(correlate):
+    items = {"genesys.auth": evidence("genesys.auth", {"status": 401, "correlationId": "corr-77"}, status="error", window=False)}
+    verdicts = correlate(report({}, items, profile="incident"))
+    assert [v.code for v in verdicts] == ["platform.auth_failed"]
+    assert_well_formed(verdicts[0])
+    assert "corr-77" in verdicts[0].summary and verdicts[0].evidence == ("evidence:genesys.auth",)
+
+
+def test_permission_missing_names_the_permission(correlate):
+    items = clean_evidence()
+    items["genesys.permission"] = evidence("genesys.permission", {"status": 403, "permission": "analytics:conversationDetail:view",
+                                                                  "correlationId": "corr-9"}, key="analytics", status="error")
+    verdicts = correlate(report({}, items))
+    assert [v.code for v in verdicts] == ["platform.permission_missing"]
+    assert_well_formed(verdicts[0])
+    assert "analytics:conversationDetail:view" in verdicts[0].summary
+    assert verdicts[0].evidence == ("evidence:genesys.permission:analytics",)
+
+
+# -- config.turn_auth_failed ---------------------------------------------------------------
+
+
+def test_turn_auth_failed(correlate):
+    checks = clean_checks()
+    for transport in ("udp", "tcp", "tls"):
+        checks[f"turn.{transport}"] = patched(checks[f"turn.{transport}"], status=Status.FAIL, reason="auth")
+    checks["media.path"] = patched(checks["media.path"], status=Status.FAIL, attempts=[
+        {"transport": "udp", "ok": False, "reason": "auth", "error": "401 Unauthorized"}])
+    verdicts = correlate(report(checks))
+    # Wrong credentials are not a blocked network.
+    assert [v.code for v in verdicts] == ["config.turn_auth_failed"]
+    assert_well_formed(verdicts[0])
+    assert "[[ice.servers]]" in verdicts[0].next_step
+
+
+def test_turn_auth_silent_when_turn_times_out(correlate):
+    checks = clean_checks()
+    checks["turn.udp"] = patched(checks["turn.udp"], status=Status.FAIL, reason="timeout")
+    assert "config.turn_auth_failed" not in by_code(correlate(report(checks)))
+
+
+# -- coverage and robustness ---------------------------------------------------------------
+
+
+def test_every_code_in_the_design_table_has_a_golden_test():
+    import inspect
+    import sys
+
+    source = inspect.getsource(sys.modules[__name__])
+    produced = {code for code in ALL_CODES if source.count(f'"{code}"') >= 2}
+    assert produced == ALL_CODES
+
+
+def test_rules_survive_malformed_inputs(correlate):
+    checks = {
+        "dns": replace(clean_checks()["dns"], status=Status.FAIL, details={"hosts": "not a list"}),
+        "media.path": replace(clean_checks()["media.path"], metrics={"loss_pct": "lots", "rtt_ms": True}, details={"attempts": [1, None]}),
+        "nat": replace(clean_checks()["nat"], details={"mapping": 7}),
+    }
+    items = {
+        "genesys.webrtc_diagnostics": evidence("genesys.webrtc_diagnostics", {"rtc_stats": [1, "x", {"timestamp": "yesterday"}],
+                                                                              "ice_states": {"not": "a list"}, "selected_pair": "tcp"}),
+        "genesys.integration": evidence("genesys.integration", {"reportedState": "INACTIVE"}),
+        "genesys.session_fragmentation": evidence("genesys.session_fragmentation", {"sessions": "many"}),
+    }
+    assert correlate(report(checks, items)) == []
+
+
+def test_rules_are_installed_as_entry_points():
+    from importlib.metadata import entry_points
+
+    names = {ep.name for ep in entry_points(group="agentd")}
+    assert {"rules-thresholds", "rules-media", "rules-signaling", "rules-host", "rules-platform"} <= names
+    assert CALL_START.tzinfo is not None

@@ -147,7 +147,7 @@ def _main(argv: list[str]) -> int:
         try:
             app = App.load(pre.config, disable=pre.disable_plugin)
         except ConfigError:
-            if not wants_help and not (argv and argv[0] in ("config",) and "path" in argv):
+            if not wants_help and not (argv and argv[0] in ("config",) and "path" in argv) and argv[:1] != ["status"]:
                 raise
             app = None  # --help must work even with a broken configuration
         if app is not None and not pre.log_level:
@@ -159,6 +159,10 @@ def _main(argv: list[str]) -> int:
             return EXIT_USAGE
         if args.command == "config" and getattr(args, "config_command", None) == "path":
             return _config_path(pre.config)
+        if args.command == "status":  # asks the daemon; works while the file on disk is broken
+            from agentd import daemon
+
+            return daemon.status_command(args)
         assert app is not None
         return _dispatch(args, app)
     except (ConfigError, UsageError) as exc:
@@ -190,10 +194,10 @@ def _dispatch(args: argparse.Namespace, app: App) -> int:
         return _diagnose(args, app)
     if args.command == "plugins":
         return _plugins(args, app)
-    if args.command in ("run", "status"):  # the service (agentd/daemon.py)
+    if args.command == "run":  # the service (agentd/daemon.py)
         from agentd import daemon
 
-        return daemon.run_command(app) if args.command == "run" else daemon.status_command(args)
+        return daemon.run_command(app)
     if args.command == "config":
         if getattr(args, "config_command", None) != "show":
             raise UsageError("agentd config: choose an action: show, path")

@@ -132,13 +132,14 @@ class ControlServer:
             raise ControlError(f"another agentd daemon already listens on {self.path}")
         self.path.unlink()
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 1.0) -> None:
+        """No new connections; clients get ``grace_s`` to receive what they wait for."""
         if self._server is not None:
             self._server.close()
+            if self._clients:
+                await asyncio.wait(list(self._clients), timeout=grace_s)
             for task in list(self._clients):
                 task.cancel()
-            if self._clients:
-                await asyncio.wait(self._clients, timeout=1.0)
             self._server = None
         try:
             self.path.unlink()

@@ -44,8 +44,8 @@ import structlog
 from agentd import __version__, hookimpl, paths
 from agentd.config import Config, ConfigSection
 from agentd.errors import ConfigError, UsageError
-from agentd.model import Report, isoformat, utcnow
-from agentd.runner import EventCallback
+from agentd.model import CheckResult, Report, Status, isoformat, new_report_id, utcnow
+from agentd.runner import CheckFinished, CheckStarted, EventCallback
 from agentd.schedule import Clock, DueRun, Schedule, Scheduler, ScheduleSettings, SystemClock, parse_times
 from agentd.sdnotify import Notifier, watchdog_interval_s
 
@@ -108,7 +108,8 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.current_run: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._runs: set[asyncio.Task] = set()
+        self._runs: set[asyncio.Future] = set()
+        self._jobs: set[asyncio.Future] = set()
         self._run_lock: asyncio.Lock | None = None
         self._stop: asyncio.Event | None = None
         self._force = False
@@ -145,30 +146,72 @@ class Daemon:
         deadline_s: float | None = None,
         upload: bool = False,
     ) -> Report:
-        """One check run at a time (probes of two runs would disturb each other's figures)."""
+        """One check run at a time (probes of two runs would disturb each other's figures).
+
+        The run goes on in its own task: a control client that leaves does not cancel it.
+        When the daemon stops, an unfinished run is cut short and still yields a report
+        (finished checks as they ended, the others as errors)."""
         assert self._run_lock is not None
         async with self._run_lock:
-            self.current_run = {"profile": profile, "trigger": trigger, "started": isoformat(utcnow())}
-            self.notifier.status(f"running a {profile} check ({trigger})")
-            run = asyncio.ensure_future(self.app.run_check(profile, on_event=on_event, only=list(only), deadline_s=deadline_s))
-            self._runs.add(run)
-            try:
-                report = await asyncio.shield(run)  # a client that leaves does not cancel the run
-            finally:
-                self._runs.discard(run)
-                self.current_run = None
-            self.last_report = report
-            _save_last_report(report)
-            if self.timeline is not None:
-                self.timeline.record(
-                    "check.report",
-                    {"id": report.id, "profile": profile, "trigger": trigger, "ready": report.ready,
-                     "failed": [c.id for c in report.checks if c.status.blocks_readiness]},
-                )
-            if trigger == "schedule" or upload:
-                await self._deliver(report)
-            self.notifier.status(self._status_line())
-            return report
+            job = asyncio.ensure_future(self._run_job(profile, trigger, on_event, list(only), deadline_s, upload))
+            self._jobs.add(job)
+            job.add_done_callback(self._jobs.discard)
+            return await asyncio.shield(job)
+
+    async def _run_job(
+        self, profile: str, trigger: str, on_event: EventCallback | None, only: list[str], deadline_s: float | None, upload: bool
+    ) -> Report:
+        started = time.monotonic()
+        titles: dict[str, str] = {}
+        finished: dict[str, CheckResult] = {}
+
+        def track(event: Any) -> None:
+            if isinstance(event, CheckStarted):
+                titles[event.check_id] = event.title
+            elif isinstance(event, CheckFinished):
+                finished.setdefault(event.result.id, event.result)
+            if on_event is not None:
+                on_event(event)
+
+        self.current_run = {"profile": profile, "trigger": trigger, "started": isoformat(utcnow())}
+        self.notifier.status(f"running a {profile} check ({trigger})")
+        run = asyncio.ensure_future(self.app.run_check(profile, on_event=track, only=only, deadline_s=deadline_s))
+        self._runs.add(run)
+        try:
+            report = await run
+        except asyncio.CancelledError:
+            if not run.cancelled():
+                raise
+            report = self._cut_short(profile, titles, finished, started)
+        finally:
+            self._runs.discard(run)
+            self.current_run = None
+        self.last_report = report
+        _save_last_report(report)
+        if self.timeline is not None:
+            self.timeline.record(
+                "check.report",
+                {"id": report.id, "profile": profile, "trigger": trigger, "ready": report.ready,
+                 "failed": [c.id for c in report.checks if c.status.blocks_readiness]},
+            )
+        if trigger == "schedule" or upload:
+            await self._deliver(report)
+        self.notifier.status(self._status_line())
+        return report
+
+    def _cut_short(self, profile: str, titles: dict[str, str], finished: dict[str, CheckResult], started: float) -> Report:
+        from agentd.app import agent_info
+
+        results = [
+            finished.get(check_id)
+            or CheckResult(id=check_id, title=title, status=Status.ERROR, summary="not finished: the daemon was stopped")
+            for check_id, title in titles.items()
+        ]
+        report = Report(
+            id=new_report_id(), created=isoformat(utcnow()), agent=agent_info(), profile=profile,
+            checks=tuple(results), duration_ms=(time.monotonic() - started) * 1000.0,
+        )
+        return self.app.correlate(report)
 
     async def _deliver(self, report: Report) -> None:
         """Through agentd.delivery (issue 6) when it exists, else a file in the state directory."""
@@ -261,7 +304,7 @@ class Daemon:
 
     def request_stop(self) -> None:
         assert self._stop is not None
-        if self._stop.is_set():
+        if self._stop.is_set():  # a second signal: stop now
             self._force = True
             for task in list(self._runs) + list(self._tasks):
                 task.cancel()
@@ -351,14 +394,15 @@ class Daemon:
             for task in list(self._tasks):
                 if task.get_name() == "schedule":
                     task.cancel()
-        if self._runs and not self._force:
-            log.info("waiting for the running check", timeout_s=round(budget / 2, 1))
-            _, pending = await asyncio.wait(self._runs, timeout=budget / 2)
-            for run in pending:
-                run.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=min(1.0, left()))
-        await self._control.stop()
+        if self._jobs:
+            if not self._force:
+                log.info("waiting for the running check", timeout_s=round(budget / 2, 1))
+                await asyncio.wait(list(self._jobs), timeout=budget / 2)
+            for run in list(self._runs):
+                run.cancel()  # the job then reports what finished, the rest as errors
+            if self._jobs:
+                await asyncio.wait(list(self._jobs), timeout=min(1.0, left()))
+        await self._control.stop(grace_s=min(1.0, left()))
         if not self._force:
             await self._await_hooks("agentd_daemon_stop", left())
         for task in list(self._tasks):

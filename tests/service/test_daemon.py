@@ -1,0 +1,135 @@
+"""``agentd run`` as systemd sees it: READY, WATCHDOG, STOPPING, SIGTERM, SIGHUP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from .conftest import base_config
+
+
+def _status(service_env) -> dict:
+    done = service_env.run("status", "--json", timeout=20)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def test_ready_within_3s_and_sigterm_exits_0_within_5s(start_daemon, service_env):
+    daemon = start_daemon(abstract=True)
+    took = daemon.notify.wait_for("READY=1", timeout_s=3.0)
+    assert took is not None, f"no READY=1 within 3 s; got {daemon.notify.received}; stderr:\n{daemon.stderr()}"
+    assert any(line.startswith("STATUS=") for m in daemon.notify.received for line in m.splitlines())
+    status = _status(service_env)
+    assert "svc.ticker" in status["tasks"] and "timeline.sampler" in status["tasks"]
+
+    sent = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    code = daemon.stop(timeout_s=5.0)
+    assert code == 0, daemon.stderr()
+    assert time.monotonic() - sent < 5.0
+    assert daemon.notify.wait_for("STOPPING=1", timeout_s=0.5) is not None
+    assert service_env.stop_mark.read_text() == "stopped"  # the plugin's stop hook was awaited
+    assert not (service_env.root / "run" / "control.sock").exists()
+
+
+def test_ready_on_a_path_socket_and_watchdog_at_half_the_interval(start_daemon):
+    daemon = start_daemon(abstract=False, extra_env={"WATCHDOG_USEC": "400000"})
+    assert daemon.notify.wait_for("READY=1", timeout_s=3.0) is not None, daemon.stderr()
+    daemon.notify.received.clear()
+    started = time.monotonic()
+    count = 0
+    while time.monotonic() - started < 1.1:
+        if daemon.notify.wait_for("WATCHDOG=1", timeout_s=0.5) is not None:
+            count += sum(1 for m in daemon.notify.received if "WATCHDOG=1" in m.splitlines())
+            daemon.notify.received.clear()
+    # 0.2 s apart over ~1.1 s: about 5; the loop must not be slower than the interval
+    assert count >= 4, count
+    assert daemon.stop() == 0
+
+
+def test_a_hung_start_hook_does_not_stop_the_daemon_getting_ready(start_daemon, service_env):
+    service_env.write_config(base_config(service_env.plugin_dir, "[daemon]\nhook_timeout_s = 0.5\n"))
+    daemon = start_daemon(extra_env={"SVC_HANG_START": "1"})
+    assert daemon.notify.wait_for("READY=1", timeout_s=3.0) is not None, daemon.stderr()
+    assert "plugin daemon hook timed out" in daemon.stderr()
+    assert daemon.stop() == 0
+
+
+def test_sigterm_during_a_check_cancels_it_within_the_bound_and_exits_0(start_daemon, service_env):
+    service_env.write_config(base_config(service_env.plugin_dir, "[daemon]\nstop_timeout_s = 2.0\n"))
+    daemon = start_daemon(extra_env={"SVC_SLOW_S": "60"})
+    assert daemon.notify.wait_for("READY=1", timeout_s=3.0) is not None, daemon.stderr()
+    import subprocess
+    import sys
+
+    client = subprocess.Popen(
+        [sys.executable, "-m", "agentd", "check", "--json", "--only", "svc.slow", "--only", "svc.pass"],
+        env=service_env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _status(service_env).get("running"):
+            time.sleep(0.1)
+        assert _status(service_env)["running"]["trigger"] == "control"
+        sent = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.stop(timeout_s=5.0) == 0, daemon.stderr()
+        assert time.monotonic() - sent < 5.0
+    finally:
+        out, err = client.communicate(timeout=20)
+    # the run was cut short, and its report still came out: the slow check is an error row
+    report = json.loads(out)
+    statuses = {c["id"]: c["status"] for c in report["checks"]}
+    assert statuses == {"svc.pass": "pass", "svc.slow": "error"}, err
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(start_daemon, service_env):
+    good = base_config(service_env.plugin_dir, '[schedule]\ntimes = ["07:45"]\n')
+    service_env.write_config(good)
+    daemon = start_daemon()
+    assert daemon.notify.wait_for("READY=1", timeout_s=3.0) is not None, daemon.stderr()
+    assert _status(service_env)["schedule"]["times"] == ["07:45"]
+
+    # a time the types accept but the schedule does not, then a key no plugin knows
+    for broken, named in (
+        (base_config(service_env.plugin_dir, '[schedule]\ntimes = ["25:99"]\n'), "schedule.times[0]"),
+        (base_config(service_env.plugin_dir, '[schedule]\ntimes = ["08:00"]\nnonsense = 1\n'), "schedule.nonsense"),
+    ):
+        service_env.write_config(broken)
+        daemon.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not _status(service_env)["last_reload_error"]:
+            time.sleep(0.1)
+        status = _status(service_env)
+        assert named in status["last_reload_error"], status
+        assert status["schedule"]["times"] == ["07:45"]  # the old configuration is in force
+        assert status["reloads"] == 0
+        assert daemon.proc.poll() is None
+    assert "configuration reload rejected; keeping the previous configuration" in daemon.stderr()
+
+    service_env.write_config(base_config(service_env.plugin_dir, '[schedule]\ntimes = ["08:15"]\n'))
+    daemon.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _status(service_env)["reloads"] == 0:
+        time.sleep(0.1)
+    status = _status(service_env)
+    assert status["reloads"] == 1 and status["schedule"]["times"] == ["08:15"]
+    assert status["last_reload_error"] is None
+    assert daemon.stop() == 0
+
+
+def test_status_without_a_daemon_says_so(service_env):
+    done = service_env.run("status")
+    assert done.returncode == 1
+    assert "no daemon is running" in done.stdout
+
+
+def test_a_second_daemon_on_the_same_socket_is_refused(start_daemon, service_env):
+    first = start_daemon()
+    assert first.notify.wait_for("READY=1", timeout_s=3.0) is not None
+    second = start_daemon()
+    assert second.proc.wait(timeout=10) != 0
+    assert "already listens" in second.stderr()
+    assert _status(service_env)["pid"] == first.proc.pid
+    assert first.stop() == 0

@@ -192,3 +192,18 @@ class DelayProxy:
     async def wait_closed(self) -> None:
         if self.server:
             await self.server.wait_closed()
+
+
+def close_after(seconds: float, code: int, reason: str, *, times: int = 1):
+    """Sends a proper close frame (``code``, ``reason``) ``seconds`` after the upgrade, ``times`` times."""
+    state = {"closed": 0}
+
+    async def handler(connection: ServerConnection) -> None:
+        if state["closed"] < times:
+            state["closed"] += 1
+            await asyncio.sleep(seconds)
+            await connection.close(code, reason)
+            return
+        await healthy(connection)
+
+    return handler

@@ -88,7 +88,7 @@ def probe_error(exc: BaseException, where: str, timeout_s: float) -> ProbeError:
     if isinstance(exc, (ConnectionError, ValueError, struct.error)):
         return ProbeError(f"{where}: unexpected answer ({exc})", reason="protocol")
     if isinstance(exc, OSError):
-        return ProbeError(f"{where}: {exc.strerror or exc}", reason="unreachable")
+        return ProbeError(f"{where}: {exc.strerror or exc}", reason="unreachable", details={"errno": exc.errno})
     return ProbeError(f"{where}: {type(exc).__name__}: {exc}", reason="protocol")
 
 

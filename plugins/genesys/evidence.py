@@ -1,0 +1,203 @@
+"""What the evidence sources share: the base class, error items, and memoised fetches.
+
+Every source is a :class:`GenesysSource`: ``collect`` turns a Genesys failure into an
+evidence item instead of an exception, so one broken endpoint costs one item, never the
+report. 401 becomes a ``genesys.auth`` item and 403 a ``genesys.permission`` item naming
+the permission (the inputs of ``platform.auth_failed`` / ``platform.permission_missing``);
+anything else an ``error`` item of the source's own kind with the correlation id.
+
+Fetches several sources need (the conversation, its analytics details, the agent's user
+id) run once per request through :meth:`agentd.evidence.EvidenceRequest.memo`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Sequence
+
+import structlog
+
+from agentd.errors import AuthError, GenesysError, NotFound, PermissionMissing
+from agentd.evidence import EvidenceRequest
+from agentd.model import Evidence, isoformat, parse_time
+from agentd.redact import redact_text
+
+from .client import GenesysClient, shared_client, stored_user_id
+from .settings import GenesysSettings
+
+log = structlog.get_logger("agentd.genesys.evidence")
+
+AGENT_PURPOSES = ("agent", "user")
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    def widened(self, seconds: float) -> Window:
+        return Window(self.start - timedelta(seconds=seconds), self.end + timedelta(seconds=seconds))
+
+    @property
+    def interval(self) -> str:
+        """Genesys ``interval``: ``start/end`` in ISO-8601."""
+        return f"{isoformat(self.start)}/{isoformat(self.end)}"
+
+
+class GenesysSource:
+    """Base of the Genesys evidence sources. Subclasses set ``name``/``kind`` and ``gather``."""
+
+    name = "genesys"
+    kind = "genesys"
+    timeout_s = 30.0
+
+    def __init__(self, settings: GenesysSettings, client: GenesysClient | None = None) -> None:
+        self.settings = settings
+        self._client = client
+
+    @property
+    def client(self) -> GenesysClient:
+        return self._client or shared_client(self.settings)
+
+    async def collect(self, request: EvidenceRequest) -> Sequence[Evidence]:
+        try:
+            return list(await self.gather(request))
+        except GenesysError as exc:
+            return [self.failure(exc)]
+
+    async def gather(self, request: EvidenceRequest) -> Iterable[Evidence]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- items ---------------------------------------------------------------------------
+
+    def item(self, summary: str, data: dict[str, Any], *, key: str | None = None, window: Window | None = None, status: str = "ok") -> Evidence:
+        return Evidence(
+            id=f"{self.kind}:{key}" if key else self.kind,
+            source=self.name,
+            kind=self.kind,
+            summary=summary,
+            status=status,
+            window_start=isoformat(window.start) if window else None,
+            window_end=isoformat(window.end) if window else None,
+            data=data,
+        )
+
+    def skipped(self, summary: str, *, key: str | None = None, **data: Any) -> Evidence:
+        return self.item(summary, dict(data), key=key, status="skipped")
+
+    def failure(self, exc: GenesysError, *, key: str | None = None) -> Evidence:
+        """The item for a failed call: auth / permission items, or an error of this kind."""
+        message = redact_text(str(exc))
+        common = {"status": exc.status, "correlationId": exc.correlation_id, "path": exc.path}
+        suffix = f":{key}" if key else ""
+        if isinstance(exc, AuthError):
+            return Evidence(
+                id=f"genesys.auth:{self.name}{suffix}", source=self.name, kind="genesys.auth", status="error", summary=message, data=common
+            )
+        if isinstance(exc, PermissionMissing):
+            return Evidence(
+                id=f"genesys.permission:{self.name}{suffix}",
+                source=self.name,
+                kind="genesys.permission",
+                status="error",
+                summary=message,
+                data={**common, "permission": exc.permission},
+            )
+        return self.item(message, {**common, "error": type(exc).__name__}, key=key, status="error")
+
+
+# -- shared fetches ----------------------------------------------------------------------
+
+
+async def conversation(request: EvidenceRequest, client: GenesysClient) -> dict[str, Any]:
+    """``GET /api/v2/conversations/{id}``, once per request."""
+    assert request.conversation_id
+    path = f"/api/v2/conversations/{request.conversation_id}"
+    body = await request.memo("genesys.conversation", lambda: client.get(path))
+    if not isinstance(body, dict):
+        from agentd.errors import MalformedResponse
+
+        raise MalformedResponse(f"{path}: expected a JSON object", path=path)
+    return body
+
+
+async def analytics_details(request: EvidenceRequest, client: GenesysClient) -> dict[str, Any]:
+    """``GET /api/v2/analytics/conversations/{id}/details``, once per request."""
+    assert request.conversation_id
+    path = f"/api/v2/analytics/conversations/{request.conversation_id}/details"
+    body = await request.memo("genesys.analytics_details", lambda: client.get(path))
+    if not isinstance(body, dict):
+        from agentd.errors import MalformedResponse
+
+        raise MalformedResponse(f"{path}: expected a JSON object", path=path)
+    return body
+
+
+def agent_participants(participants: Iterable[Any], user_id: str | None) -> list[dict[str, Any]]:
+    """The agent's participants: purpose agent/user, and the agent's user id when known.
+
+    Several when the call was split by reconnects (session fragmentation).
+    """
+    found = [p for p in participants if isinstance(p, dict) and p.get("purpose") in AGENT_PURPOSES]
+    if user_id:
+        mine = [p for p in found if p.get("userId") == user_id]
+        if mine:
+            return mine
+    if found:
+        first_user = found[0].get("userId")
+        return [p for p in found if p.get("userId") == first_user]
+    return []
+
+
+async def agent_user_id(request: EvidenceRequest, client: GenesysClient, settings: GenesysSettings) -> str | None:
+    """The agent: configured or logged-in user, else the agent participant of the conversation."""
+    configured = stored_user_id(settings)
+    if configured:
+        return configured
+    if not request.conversation_id:
+        return None
+    try:
+        body = await conversation(request, client)
+    except GenesysError:
+        return None
+    agents = agent_participants(body.get("participants") or (), None)
+    return agents[0].get("userId") if agents else None
+
+
+async def conversation_window(request: EvidenceRequest, client: GenesysClient) -> Window | None:
+    """The call's time window from the conversation (start to end, or to now while it runs)."""
+    if request.window:
+        return Window(*request.window)
+    if not request.conversation_id:
+        return None
+    try:
+        body = await conversation(request, client)
+    except GenesysError:
+        return None
+    return window_of(body.get("startTime"), body.get("endTime"))
+
+
+def window_of(start: Any, end: Any) -> Window | None:
+    begin = time_or_none(start)
+    if begin is None:
+        return None
+    finish = time_or_none(end)
+    if finish is None:
+        from agentd.model import utcnow
+
+        finish = utcnow()
+    return Window(begin, max(begin, finish))
+
+
+def time_or_none(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, NotFound)

@@ -85,11 +85,14 @@ class Timeline:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # auto_vacuum first: it only takes on a file that has no table yet
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA busy_timeout=2000")
+        if not readonly:
+            self.prune()  # at start too: a daemon restarted often would otherwise never prune
 
     # -- writing ------------------------------------------------------------------------
 
@@ -98,7 +101,7 @@ class Timeline:
         stamp = _epoch(at) or time.time()
         data = {k: v for k, v in sample.items() if k != "at"}
         self._db.execute("INSERT INTO host_samples (at, data) VALUES (?, ?)", (stamp, json.dumps(data, default=str)))
-        self._maybe_prune(stamp)
+        self._maybe_prune()
 
     def record(self, kind: str, data: Mapping[str, Any] | None = None, at: TimeLike | None = None) -> None:
         """Store one event (``ws.drop``, ``check.report``, ``mute``, ...)."""
@@ -106,9 +109,10 @@ class Timeline:
         self._db.execute(
             "INSERT INTO events (at, kind, data) VALUES (?, ?, ?)", (stamp, kind, json.dumps(dict(data or {}), default=str))
         )
-        self._maybe_prune(stamp)
+        self._maybe_prune()
 
-    def _maybe_prune(self, now: float) -> None:
+    def _maybe_prune(self) -> None:
+        now = time.time()  # the wall clock, not the row's own time (rows may be back-filled)
         if now - self._last_prune >= PRUNE_EVERY_S:
             self.prune(now)
 
@@ -135,10 +139,11 @@ class Timeline:
                     "DELETE FROM host_samples WHERE rowid IN (SELECT rowid FROM host_samples ORDER BY at LIMIT ?)",
                     (max(1, count // 10),),
                 ).rowcount
-            self._db.execute("PRAGMA incremental_vacuum")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if deleted:
-            self._db.execute("PRAGMA incremental_vacuum")
+            # give the freed pages back to the file system (the bound is on the disk, too)
+            # executescript steps the pragma to its end (execute frees one page only)
+            self._db.executescript("PRAGMA incremental_vacuum;")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             log.info("timeline pruned", rows=deleted)
         return deleted
 

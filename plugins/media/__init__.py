@@ -99,9 +99,9 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
     )
     attempts: list[dict[str, Any]] = []
     run: PathRun | None = None
+    not_configured = [t for t in TRANSPORTS if not candidates[t]]
     for transport in TRANSPORTS:
         if not candidates[transport]:
-            attempts.append({"transport": transport, "ok": False, "reason": "not_configured", "error": f"no {transport} relay url configured"})
             continue
         endpoint = candidates[transport][0]
         allocation = allocations[transport]
@@ -126,8 +126,8 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
         attempts.append({**attempt, "ok": True, "connect_ms": round(run.connect_ms, 1)})
         break
     if run is None:
-        return _blocked(attempts)
-    return measured_outcome(run, attempts, media)
+        return _blocked(attempts, not_configured)
+    return measured_outcome(run, attempts, media, not_configured=not_configured)
 
 
 def _target(endpoint, allocation: Allocation, ice: IceSettings) -> RelayTarget:
@@ -145,24 +145,27 @@ def _target(endpoint, allocation: Allocation, ice: IceSettings) -> RelayTarget:
     )
 
 
-def _blocked(attempts: list[dict[str, Any]]) -> Outcome:
-    tried = [a for a in attempts if a["reason"] != "not_configured"]
-    why = "; ".join(f"{a['transport'].upper()}: {a['reason']}" for a in tried)
-    return Outcome.failed(
-        f"no relay carried media ({why})",
-        details={"transport": None, "attempts": attempts, "reason": _common_reason(tried)},
-    )
-
-
-def _common_reason(attempts: list[dict[str, Any]]) -> str:
+def _blocked(attempts: list[dict[str, Any]], not_configured: list[str]) -> Outcome:
     reasons = {a["reason"] for a in attempts}
-    return reasons.pop() if len(reasons) == 1 else "several"
+    if reasons == {"auth"}:
+        summary = "the TURN server rejected the username or credential (401) on every transport: no media"
+    else:
+        summary = "no relay carried media (" + "; ".join(f"{a['transport'].upper()}: {a['reason']}" for a in attempts) + ")"
+    return Outcome.failed(
+        summary,
+        details={
+            "transport": None,
+            "attempts": attempts,
+            "not_configured": not_configured,
+            "reason": reasons.pop() if len(reasons) == 1 else "several",
+        },
+    )
 
 
 # -- figures ------------------------------------------------------------------------------------
 
 
-def measured_outcome(run: PathRun, attempts: list[dict[str, Any]], media: MediaSettings) -> Outcome:
+def measured_outcome(run: PathRun, attempts: list[dict[str, Any]], media: MediaSettings, *, not_configured: list[str] = ()) -> Outcome:
     """Metrics, details and status from one successful media run (pure: no I/O)."""
     records = run.records
     sent = len(records)
@@ -195,6 +198,7 @@ def measured_outcome(run: PathRun, attempts: list[dict[str, Any]], media: MediaS
         "transport": run.transport,
         "server": run.url,
         "attempts": attempts,
+        "not_configured": list(not_configured),
         "raw_loss_pct": round(raw_loss * 100.0, 2),
         "probes_sent": sent,
         "probes_received": len(echoes),
@@ -212,7 +216,7 @@ def measured_outcome(run: PathRun, attempts: list[dict[str, Any]], media: MediaS
     }
     if run.ended_early:
         details["ended_early"] = run.ended_early
-    udp_failed = next((a for a in attempts if a["transport"] == "udp" and not a["ok"] and a["reason"] != "not_configured"), None)
+    udp_failed = next((a for a in attempts if a["transport"] == "udp" and not a["ok"]), None)
     summary = (
         f"media over {run.transport.upper()}: rtt {rtt_median:.0f} ms, jitter {jitter:.1f} ms, "
         f"loss {loss * 100:.1f}%, MOS {quality.mos:.2f}"

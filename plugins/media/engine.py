@@ -258,31 +258,40 @@ async def _permit_each_other(pc_a: RTCPeerConnection, pc_b: RTCPeerConnection, *
     await asyncio.sleep(min(0.3, max(0.005, gather_s / 2)))
 
 
-async def _wait_open(channel, pc_a: RTCPeerConnection, pc_b: RTCPeerConnection, timeout_s: float) -> None:
-    opened = asyncio.get_running_loop().create_future()
-
-    def on_open() -> None:
-        if not opened.done():
-            opened.set_result(None)
+async def _wait_open(channels, pc_a: RTCPeerConnection, pc_b: RTCPeerConnection, timeout_s: float) -> None:
+    """Until both ends' data channels are open (both SCTP ends established), or fail/deadline."""
+    loop = asyncio.get_running_loop()
+    failed = loop.create_future()
 
     def on_state() -> None:
         for pc in (pc_a, pc_b):
-            if pc.connectionState == "failed" and not opened.done():
-                opened.set_exception(ProbeError("ICE/DTLS failed through the relay", reason="protocol"))
+            if pc.connectionState == "failed" and not failed.done():
+                failed.set_exception(ProbeError("ICE/DTLS failed through the relay", reason="protocol"))
 
-    if channel.readyState == "open":
-        return
-    channel.on("open", on_open)
+    def opened(channel) -> asyncio.Future:
+        future = loop.create_future()
+        if channel.readyState == "open":
+            future.set_result(None)
+        else:
+            channel.on("open", lambda: future.done() or future.set_result(None))
+        return future
+
     pc_a.on("connectionstatechange", on_state)
     pc_b.on("connectionstatechange", on_state)
+    waiting = asyncio.gather(*(opened(c) for c in channels))
     try:
-        async with asyncio.timeout(timeout_s):
-            await opened
-    except TimeoutError:
-        raise ProbeTimeout(
-            f"relay path not connected within {timeout_s:g} s (ICE {pc_a.iceConnectionState}, "
-            f"DTLS/SCTP {pc_a.connectionState})"
-        ) from None
+        done, _ = await asyncio.wait({waiting, failed}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if failed in done:
+            failed.result()  # raises the ProbeError
+        if waiting not in done:
+            raise ProbeTimeout(
+                f"relay path not connected within {timeout_s:g} s (ICE {pc_a.iceConnectionState}, "
+                f"DTLS/SCTP {pc_a.connectionState})"
+            )
+    finally:
+        waiting.cancel()
+        if not failed.done():
+            failed.cancel()
 
 
 async def run_media_path(target: RelayTarget, plan: ProbePlan) -> PathRun:
@@ -331,7 +340,7 @@ async def run_media_path(target: RelayTarget, plan: ProbePlan) -> PathRun:
         await pc_b.setLocalDescription(await pc_b.createAnswer())
         await pc_a.setRemoteDescription(pc_b.localDescription)
         remaining = max(0.1, plan.connect_timeout_s - (time.monotonic() - started))
-        await _wait_open(channel_a, pc_a, pc_b, remaining)
+        await _wait_open((channel_a, channel_b), pc_a, pc_b, remaining)
         connect_ms = (time.monotonic() - started) * 1000.0
 
         records, ended_early = await _probe(channel_a, channel_b, pc_a, plan)

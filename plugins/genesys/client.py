@@ -160,8 +160,13 @@ class GenesysClient:
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
         timeout_s: float | None = None,
+        expected_statuses: tuple[int, ...] = (),
     ) -> Any:
-        """Call ``path`` (``/api/v2/...`` on the API host, or an absolute URL there)."""
+        """Call ``path`` (``/api/v2/...`` on the API host, or an absolute URL there).
+
+        ``expected_statuses``: failures the caller handles as an ordinary answer (a 404 of
+        an optional endpoint); they are still raised, but logged at debug level only.
+        """
         method = method.upper()
         url = path if path.startswith("http") else f"{self.settings.api_base}{path}"
         budget_ends = time.monotonic() + self.settings.retry_budget_s
@@ -196,7 +201,7 @@ class GenesysClient:
             if status < 400:
                 return _decode(response, method, path)
             correlation = response.headers.get("ININ-Correlation-Id")
-            log.warning(
+            (log.debug if status in expected_statuses else log.warning)(
                 "API call failed",
                 method=method,
                 path=_short(path),

@@ -219,7 +219,7 @@ class WebRtcDiagnosticsSource(GenesysSource):
             pid = participant.get("id")
             path = f"/api/v2/diagnostics/webrtc/conversations/{request.conversation_id}/participants/{pid}"
             try:
-                payload = await self.client.get(path)
+                payload = await self.client.get(path, expected_statuses=(404,))
             except NotFound:
                 items.append(self.skipped("WebRTC diagnostics endpoint: not available in this organisation (404)", key=f"api:{pid}", participantId=pid))
                 continue
@@ -335,7 +335,7 @@ class BrowserLogSource(GenesysSource):
 
     async def _capture_state(self, user_id: str) -> dict[str, Any] | None:
         try:
-            found = await self.client.get(f"/api/v2/diagnostics/logcapture/browser/users/{user_id}")
+            found = await self.client.get(f"/api/v2/diagnostics/logcapture/browser/users/{user_id}", expected_statuses=(404,))
         except NotFound:
             return None
         return found if isinstance(found, dict) else None
@@ -364,7 +364,7 @@ class LogCaptureKeeper(GenesysSource):
         path = f"/api/v2/diagnostics/logcapture/browser/users/{user_id}"
         hours = min(24.0, self.settings.log_capture_hours)
         try:
-            current = await self.client.get(path)
+            current = await self.client.get(path, expected_statuses=(404,))
         except NotFound:
             current = None
         expires = time_or_none(current.get("dateExpired")) if isinstance(current, dict) else None

@@ -69,14 +69,15 @@ def add_call(
     sip_codes: list[int] | None = None,
     q850_codes: list[int] | None = None,
     error_code: str | None = None,
+    answer_after_s: float = 5.0,
 ) -> None:
     """One inbound call: the Conversation (``/api/v2/conversations/{id}``) and its analytics details.
 
     ``fragments`` are (offset_s, length_s) of the agent's sessions when the call was split
-    by reconnects; otherwise one session of ``talk_s`` starting 5 s after the call.
+    by reconnects; otherwise one session of ``talk_s`` starting ``answer_after_s`` into the call.
     ``disconnect`` is the Conversation API's disconnectType of the first session's end.
     """
-    pieces = fragments or [(5.0, talk_s)]
+    pieces = fragments or [(answer_after_s, talk_s)]
     end = start + timedelta(seconds=max(o + l for o, l in pieces) + 1)
     customer_id = f"{conversation_id[:-4]}cu00"
     customer = {
@@ -285,10 +286,18 @@ def default_scenario(now: datetime | None = None) -> FakeState:
         error_code="error.ininedgecontrol.connection.media.endpoint.idle",
     )
     for index, (hours_ago, talk, mos, disconnect) in enumerate(
-        ((3, 240, 4.4, "client"), (4, 180, 3.2, "peer"), (5, 3, 4.1, "peer"), (6, 120, 4.2, "client"), (7, 60, 4.3, "peer"), (30, 200, 2.5, "client")),
+        ((3, 240, 4.4, "client"), (4, 180, 3.2, "peer"), (5, 2, 4.1, "peer"), (6, 120, 4.2, "client"), (7, 60, 4.3, "peer"), (30, 200, 2.5, "client")),
         start=2,
     ):
-        add_call(state, f"c0ffee00-1234-4abc-8def-00000000000{index}", now - timedelta(hours=hours_ago), talk_s=talk, mos=mos, disconnect=disconnect)
+        add_call(
+            state,
+            f"c0ffee00-1234-4abc-8def-00000000000{index}",
+            now - timedelta(hours=hours_ago),
+            talk_s=talk,
+            mos=mos,
+            disconnect=disconnect,
+            answer_after_s=0.5 if talk < 5 else 5.0,  # the 2 s call: 3.5 s from start to end
+        )
 
     # browser log capture: enabled for the agent, with lines around the dropped call
     state.logcapture[AGENT_USER_ID] = {

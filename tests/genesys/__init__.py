@@ -1,0 +1,1 @@
+"""Tests of the Genesys Cloud plugin against the fake Genesys Cloud."""

@@ -55,3 +55,22 @@ def lab_runner(netlab, env: dict[str, str]) -> Callable[..., subprocess.Complete
         return netlab.run_in_agent([sys.executable, "-m", "agentd", *args], env=env, timeout=timeout)
 
     return run
+
+
+def relay_ports(server: Coturn) -> list[int]:
+    """The relay sockets coturn holds open now (UDP ports of its relay range)."""
+    import psutil
+
+    pid = int((server.folder / "turn.pid").read_text())
+    return sorted(c.laddr.port for c in psutil.Process(pid).net_connections(kind="udp") if 49152 <= c.laddr.port <= 59999)
+
+
+async def relays_gone(server: Coturn, limit_s: float = 3.0) -> list[int]:
+    """Wait (bounded) until coturn holds no relay socket; it frees deleted allocations on a 1 s timer."""
+    import asyncio
+    import time
+
+    end = time.monotonic() + limit_s
+    while (left := relay_ports(server)) and time.monotonic() < end:
+        await asyncio.sleep(0.1)
+    return left

@@ -1,0 +1,122 @@
+"""media.path against a real coturn on loopback: media flows, and each way it cannot.
+
+Most cases run the check in this process (App.run_check) for speed; one runs the CLI to
+prove the report and exit code end to end.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from agentd.model import Status
+from tests.probes.helpers import run_checks
+from tests.probes.media_fixtures import media_check, media_config, relays_gone
+
+pytestmark = pytest.mark.coturn
+
+
+async def test_media_flows_over_udp_with_sane_figures(agentd_env, coturn):
+    config = agentd_env.write_config(media_config(coturn, media="duration_s = 1.0\n"))
+
+    result = (await run_checks(config, "media.path"))["media.path"]
+
+    assert result.status is Status.PASS, result.summary
+    m, d = result.metrics, result.details
+    assert d["transport"] == "udp" and d["server"] == coturn.turn_udp_url
+    assert [(a["transport"], a["ok"]) for a in d["attempts"]] == [("udp", True)]
+    assert d["probes_sent"] == 50 and d["probes_received"] == 50
+    assert m["loss_pct"] == 0.0 and d["raw_loss_pct"] == 0.0 and m["max_loss_burst"] == 0
+    assert 0 < m["rtt_ms"] <= m["rtt_p95_ms"] <= m["rtt_max_ms"] < 50
+    # the softphone's round trip to the relay is half the two-peer echo
+    assert m["rtt_ms"] == pytest.approx(d["echo_rtt_ms"]["median"] / 2, abs=0.01)
+    assert 0 <= m["jitter_ms"] < 10
+    assert m["mos"] > 4.8 and m["r_factor"] > 92  # loopback: the E-model's best
+    for direction in ("a_to_b", "b_to_a"):  # real RTP audio both ways, and it was not silence
+        audio = d["audio"][direction]
+        assert audio["frames_received"] > 30 and audio["peak_level"] > 0.05, audio
+    assert len(d["series"]) == 50 and d["series"][0]["rtt_ms"] is not None
+    assert m["upstream_loss_pct"] is None and m["downstream_loss_pct"] is None  # not separable here
+    assert await relays_gone(coturn) == [], "a TURN allocation was left open"
+
+
+async def test_wrong_credentials_fail_with_auth_on_every_transport(agentd_env, coturn):
+    config = agentd_env.write_config(media_config(coturn, password="not-the-password"))
+
+    started = time.monotonic()
+    result = (await run_checks(config, "media.path"))["media.path"]
+
+    assert result.status is Status.FAIL
+    assert "401" in result.summary and "credential" in result.summary
+    assert result.details["reason"] == "auth"
+    assert [(a["transport"], a["reason"]) for a in result.details["attempts"]] == [("udp", "auth"), ("tcp", "auth"), ("tls", "auth")]
+    assert time.monotonic() - started < 2.0
+    assert "not-the-password" not in repr(result)
+
+
+async def test_tls_only_with_the_private_ca_carries_media_over_tls(agentd_env, coturn):
+    config = agentd_env.write_config(media_config(coturn, urls=[coturn.turns_url], media="duration_s = 0.5\n"))
+
+    result = (await run_checks(config, "media.path"))["media.path"]
+
+    assert result.details["transport"] == "tls", result.summary
+    assert result.status is Status.WARN and "over TLS" in result.summary  # a TCP relay adds delay
+    assert result.details["not_configured"] == ["udp", "tcp"]
+    assert result.details["probes_received"] == result.details["probes_sent"] == 25
+
+
+async def test_untrusted_certificate_is_named(agentd_env, coturn):
+    config = agentd_env.write_config(media_config(coturn, urls=[coturn.turns_url], trust_ca=False))
+
+    result = (await run_checks(config, "media.path"))["media.path"]
+
+    assert result.status is Status.FAIL
+    (attempt,) = result.details["attempts"]
+    assert attempt["reason"] == "tls_untrusted" and "agentd test turn" in attempt["error"]
+
+
+async def test_blackholed_relay_fails_within_its_deadline_and_nothing_hangs(agentd_env, coturn, silent_server):
+    host, port = silent_server.host, silent_server.port
+    config = agentd_env.write_config(
+        media_config(coturn, urls=[f"turn:{host}:{port}?transport=udp", f"turn:{host}:{port}?transport=tcp"])
+    )
+
+    started = time.monotonic()
+    result = (await run_checks(config, "media.path"))["media.path"]
+    elapsed = time.monotonic() - started
+
+    assert result.status is Status.FAIL and result.details["reason"] == "timeout", result.summary
+    assert result.details["transport"] is None
+    assert [a["transport"] for a in result.details["attempts"]] == ["udp", "tcp"]
+    # both allocations wait at once, under [ice] timeout_s (2 s): not aioice's 63.5 s, not 2 x 2 s
+    assert elapsed < 3.0, elapsed
+
+
+async def test_closed_port_fails_fast_as_refused(agentd_env, coturn, closed_port):
+    config = agentd_env.write_config(media_config(coturn, urls=[f"turn:127.0.0.1:{closed_port}?transport=tcp"]))
+
+    started = time.monotonic()
+    result = (await run_checks(config, "media.path"))["media.path"]
+
+    assert result.status is Status.FAIL and result.details["reason"] == "refused"
+    assert time.monotonic() - started < 1.0
+
+
+async def test_no_turn_url_is_a_skip(agentd_env, coturn):
+    config = agentd_env.write_config(media_config(coturn, urls=[coturn.stun_url]))
+
+    result = (await run_checks(config, "media.path"))["media.path"]
+
+    assert result.status is Status.SKIP and result.details["reason"] == "not_configured"
+
+
+def test_cli_report_exit_code_and_no_secret(agentd_env, coturn):
+    agentd_env.write_config(media_config(coturn, media="duration_s = 0.5\n"))
+
+    row, proc = media_check(agentd_env.run)
+
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert row["status"] == "pass" and row["details"]["transport"] == "udp"
+    assert set(row["metrics"]) >= {"rtt_ms", "rtt_p95_ms", "rtt_max_ms", "jitter_ms", "loss_pct", "max_loss_burst", "mos", "r_factor"}
+    assert coturn.password not in proc.stdout + proc.stderr

@@ -50,6 +50,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [agentd] log_level")
 
 
+def _delivery_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--html", metavar="FILE", help="also write the single-file HTML report to FILE (opens offline)")
+    parser.add_argument("--upload", action="store_true", help="deliver the report: spool it, then every configured sink (pending reports first)")
+
+
 def build_parser(commands: Sequence[Any] = ()) -> _Parser:
     parser = _Parser(
         prog="agentd",
@@ -71,6 +76,7 @@ def build_parser(commands: Sequence[Any] = ()) -> _Parser:
     check.add_argument("--profile", choices=("preshift", "full"), default="preshift", help="preshift: local probes only, fast (default); full: every check and evidence")
     check.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
     check.add_argument("--output", metavar="FILE", help="also write the JSON report to FILE")
+    _delivery_options(check)
     check.add_argument("--only", metavar="CHECK", action="append", default=[], help="run only this check id (repeatable)")
     check.add_argument("--deadline", metavar="SECONDS", type=float, help="overall deadline (default from [agentd])")
     check.add_argument("--no-daemon", action="store_true", help="run in this process even when the daemon runs (default: through the daemon when it answers)")
@@ -84,6 +90,7 @@ def build_parser(commands: Sequence[Any] = ()) -> _Parser:
     diagnose.add_argument("conversation_id", metavar="CONVERSATION_ID")
     diagnose.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
     diagnose.add_argument("--output", metavar="FILE", help="also write the JSON report to FILE")
+    _delivery_options(diagnose)
     diagnose.add_argument("--diagnostics-file", metavar="FILE", help="a WebRTC diagnostics export (seed format) to read as evidence")
     diagnose.add_argument("--with-checks", action="store_true", help="also run the local checks now")
     _common(diagnose)
@@ -254,6 +261,14 @@ def _emit(report: Report, args: argparse.Namespace, app: App) -> int:
     text = report.to_json()
     if getattr(args, "output", None):
         write_atomic(Path(args.output), text + "\n")
+    if getattr(args, "html", None):
+        from agentd.report_html import write_html
+
+        write_html(report, Path(args.html))
+    if getattr(args, "upload", False):
+        from agentd.delivery import upload
+
+        asyncio.run(upload(app, report))
     if args.json:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()

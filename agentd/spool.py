@@ -1,0 +1,248 @@
+"""The local spool: every report is on disk before any sink sees it, and stays until all have it.
+
+Layout of the spool folder (``<state dir>/spool`` by default)::
+
+    <report id>.json            the report, exactly the bytes sinks receive
+    <report id>.ack.<sink>      empty marker: that sink acknowledged the report
+    .tmp-*                      a write in progress (a crash leaves it; it is swept)
+    dropped.json                how many reports the size bound dropped, and the last ids
+    .lock                       held (flock) by the process that is delivering
+
+Why this survives a kill at any moment:
+- a report is written to a temporary file, fsync'd, renamed, and the folder fsync'd: it
+  is either wholly there or not there at all (then no one was told it was saved);
+- an acknowledgement is a file created (and the folder fsync'd) only after the sink
+  returned; killed before that, the report is sent again, and sinks key on the report
+  id (HTTP ``Idempotency-Key``, an S3 object name, a file name), so it is stored once;
+- a report leaves the spool only when every configured sink has its marker; its json
+  goes first, markers after, so a crash between leaves only markers, which are swept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import structlog
+
+from agentd.errors import DeliveryError
+
+log = structlog.get_logger("agentd.spool")
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+DROPPED_FILE = "dropped.json"
+LOCK_FILE = ".lock"
+TMP_PREFIX = ".tmp-"
+
+
+def safe_name(value: str, what: str) -> str:
+    """Report ids and sink names become file names: refuse anything that could escape."""
+    if not _SAFE.match(value) or ".." in value:
+        raise DeliveryError(f"{what} {value!r} cannot be used as a file name", retryable=False)
+    return value
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder, fsync, rename, fsync the folder."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    report_id: str
+    path: Path
+    size: int
+    acked: frozenset[str]
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    pending: int
+    bytes: int
+    dropped: int
+    last_dropped: tuple[str, ...]
+
+
+class Spool:
+    """A folder of reports waiting for their sinks, bounded in count and bytes."""
+
+    def __init__(self, folder: Path, *, max_bytes: int = 50 * 1024 * 1024, max_reports: int = 1000) -> None:
+        self.folder = Path(folder)
+        self.max_bytes = max_bytes
+        self.max_reports = max_reports
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._sweep()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _report_files(self) -> list[Path]:
+        return sorted(p for p in self.folder.glob("*.json") if not p.name.startswith(".") and p.name != DROPPED_FILE)
+
+    def entries(self) -> list[SpoolEntry]:
+        """Pending reports, oldest first (report ids sort by time)."""
+        found = []
+        for path in self._report_files():
+            report_id = path.name[: -len(".json")]
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:  # delivered by another process meanwhile
+                continue
+            found.append(SpoolEntry(report_id, path, size, self.acked(report_id)))
+        return found
+
+    def get(self, report_id: str) -> SpoolEntry | None:
+        path = self.folder / f"{safe_name(report_id, 'report id')}.json"
+        if not path.exists():
+            return None
+        return SpoolEntry(report_id, path, path.stat().st_size, self.acked(report_id))
+
+    def acked(self, report_id: str) -> frozenset[str]:
+        prefix = f"{report_id}.ack."
+        return frozenset(p.name[len(prefix):] for p in self.folder.glob(f"{glob_escape(prefix)}*"))
+
+    def stats(self) -> SpoolStats:
+        entries = self.entries()
+        dropped = self._read_dropped()
+        return SpoolStats(len(entries), sum(e.size for e in entries), int(dropped.get("count", 0)), tuple(dropped.get("last", ())))
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def put(self, report_id: str, payload: bytes) -> SpoolEntry:
+        """Store a report durably (making room by dropping the oldest if the bound needs it)."""
+        safe_name(report_id, "report id")
+        if len(payload) > self.max_bytes:
+            self._count_dropped([report_id])
+            raise DeliveryError(
+                f"report {report_id} ({len(payload)} bytes) is larger than the whole spool ({self.max_bytes} bytes); dropped",
+                retryable=False,
+            )
+        existing = [e for e in self.entries() if e.report_id != report_id]
+        total = sum(e.size for e in existing)
+        victims = []
+        while existing and (len(existing) + 1 > self.max_reports or total + len(payload) > self.max_bytes):
+            oldest = existing.pop(0)
+            total -= oldest.size
+            victims.append(oldest.report_id)
+        for victim in victims:
+            self.remove(victim)
+        if victims:
+            self._count_dropped(victims)
+            log.warning("spool full: dropped the oldest reports", dropped=victims, max_reports=self.max_reports, max_bytes=self.max_bytes)
+        path = self.folder / f"{report_id}.json"
+        write_durably(path, payload)
+        return SpoolEntry(report_id, path, len(payload), self.acked(report_id))
+
+    def ack(self, report_id: str, sink: str) -> None:
+        """Record that ``sink`` holds the report (durable before this returns)."""
+        marker = self.folder / f"{safe_name(report_id, 'report id')}.ack.{safe_name(sink, 'sink name')}"
+        with open(marker, "ab") as fh:
+            os.fsync(fh.fileno())
+        fsync_dir(self.folder)
+
+    def remove(self, report_id: str) -> None:
+        """The report leaves the spool: json first (then it is no longer pending), markers after."""
+        safe_name(report_id, "report id")
+        with contextlib.suppress(FileNotFoundError):
+            (self.folder / f"{report_id}.json").unlink()
+        for marker in self.folder.glob(f"{glob_escape(report_id)}.ack.*"):
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
+        fsync_dir(self.folder)
+
+    def reset_acks(self, report_id: str, keep: frozenset[str] = frozenset()) -> None:
+        for marker in self.folder.glob(f"{glob_escape(report_id)}.ack.*"):
+            if marker.name.split(".ack.", 1)[1] not in keep:
+                marker.unlink(missing_ok=True)
+
+    # -- crash recovery and the lock ---------------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Remove what a killed process left half done: temporary files, orphan markers."""
+        pending = {p.name[: -len(".json")] for p in self._report_files()}
+        for path in self.folder.iterdir():
+            name = path.name
+            if name.startswith(TMP_PREFIX):
+                pid = name.rsplit(".", 1)[-1]
+                if not (pid.isdigit() and _alive(int(pid))):
+                    path.unlink(missing_ok=True)
+            elif ".ack." in name and name.split(".ack.", 1)[0] not in pending:
+                path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self, wait_s: float = 10.0) -> Iterator[bool]:
+        """Hold the delivery lock (one deliverer at a time); yields False if another
+        process kept it for ``wait_s``. The kernel drops it when a holder is killed."""
+        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.05)
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # -- the drop counter --------------------------------------------------------------------
+
+    def _read_dropped(self) -> dict:
+        try:
+            data = json.loads((self.folder / DROPPED_FILE).read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _count_dropped(self, report_ids: list[str]) -> None:
+        data = self._read_dropped()
+        data["count"] = int(data.get("count", 0)) + len(report_ids)
+        data["last"] = (list(data.get("last", [])) + report_ids)[-20:]
+        write_durably(self.folder / DROPPED_FILE, json.dumps(data).encode())
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

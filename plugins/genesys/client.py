@@ -500,26 +500,29 @@ def user_token_manager(settings: GenesysSettings, client: GenesysClient) -> Toke
 
 # -- one client per process (and event loop) ---------------------------------------------
 
-_shared: dict[tuple[int, GenesysSettings], GenesysClient] = {}
+_shared: dict[tuple[int, GenesysSettings], tuple[Any, GenesysClient]] = {}
 
 
 def shared_client(settings: GenesysSettings) -> GenesysClient:
     """The process's client for ``settings`` on the running loop (connections are per loop)."""
     loop = asyncio.get_running_loop()
     key = (id(loop), settings)
-    client = _shared.get(key)
-    if client is None or client.http.is_closed:
-        for old_key in [k for k in _shared if k[0] != id(loop)]:
-            _shared.pop(old_key, None)  # clients of finished loops cannot be reused
-        client = GenesysClient(settings)
-        _shared[key] = client
+    found = _shared.get(key)
+    if found is not None and found[0] is loop and not found[1].http.is_closed:
+        return found[1]
+    for old_key in [k for k, (other, _) in _shared.items() if other is not loop or other.is_closed()]:
+        _shared.pop(old_key, None)  # clients of finished loops cannot be reused
+    client = GenesysClient(settings)
+    _shared[key] = (loop, client)
     return client
 
 
 async def close_shared() -> None:
-    for key, client in list(_shared.items()):
-        _shared.pop(key, None)
-        await client.aclose()
+    loop = asyncio.get_running_loop()
+    for key, (owner, client) in list(_shared.items()):
+        if owner is loop:
+            _shared.pop(key, None)
+            await client.aclose()
 
 
 def stored_user_id(settings: GenesysSettings) -> str | None:

@@ -159,6 +159,8 @@ async def agent_user_id(request: EvidenceRequest, client: GenesysClient, setting
         return None
     try:
         body = await conversation(request, client)
+    except AuthError:
+        raise  # no point going on: the caller's item says 401
     except GenesysError:
         return None
     agents = agent_participants(body.get("participants") or (), None)
@@ -173,6 +175,8 @@ async def conversation_window(request: EvidenceRequest, client: GenesysClient) -
         return None
     try:
         body = await conversation(request, client)
+    except AuthError:
+        raise
     except GenesysError:
         return None
     return window_of(body.get("startTime"), body.get("endTime"))

@@ -67,13 +67,12 @@ def interface_facts() -> dict:
     public_v4: list[str] = []
     private_v4: list[str] = []
     global_v6: list[str] = []
-    vpn: list[str] = []
+    # a VPN interface may carry no address psutil lists (tun has no MAC): look at every interface that is up
+    vpn = [name for name, st in stats.items() if st.isup and name.lower().startswith(VPN_PREFIXES)]
     for name, entries in addrs.items():
         st = stats.get(name)
         if st is not None and not st.isup:
             continue
-        if name.lower().startswith(VPN_PREFIXES):
-            vpn.append(name)
         for entry in entries:
             if entry.family not in (socket.AF_INET, socket.AF_INET6):
                 continue

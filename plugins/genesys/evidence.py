@@ -72,6 +72,11 @@ class GenesysSource:
     # -- items ---------------------------------------------------------------------------
 
     def item(self, summary: str, data: dict[str, Any], *, key: str | None = None, window: Window | None = None, status: str = "ok") -> Evidence:
+        if window is None and status == "ok":  # a state read now (station, integration): its window is this moment
+            from agentd.model import utcnow
+
+            now = utcnow()
+            window = Window(now, now)
         return Evidence(
             id=f"{self.kind}:{key}" if key else self.kind,
             source=self.name,

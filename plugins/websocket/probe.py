@@ -216,6 +216,7 @@ class Inbox:
     on_message: Callable[[dict], None] | None = None
     opened_at: float = field(default_factory=time.monotonic)
     messages: int = 0
+    last_message_at: float = 0.0
     heartbeats: list[float] = field(default_factory=list)
     large_messages: list[dict] = field(default_factory=list)
     closed: tuple[int, str] | None = None
@@ -236,6 +237,7 @@ class Inbox:
     def take(self, message: str | bytes) -> None:
         now = time.monotonic()
         self.messages += 1
+        self.last_message_at = now
         size = len(message.encode("utf-8") if isinstance(message, str) else message)
         if size > self.large_message_bytes:
             self.large_messages.append({"bytes": size, "at_ms": round((now - self.opened_at) * 1000, 1)})
@@ -303,6 +305,30 @@ class ProbePlan:
     large_message_bytes: int = LARGE_MESSAGE_BYTES
 
 
+def empty_row(target: str, *, reason: str | None = None, error: str | None = None) -> dict[str, Any]:
+    """A target's details row before anything is known (FINDINGS.md ``websocket``)."""
+    return {
+        "target": target,
+        "ok": False,
+        "phases": {"dns_ms": None, "tcp_ms": None, "tls_ms": None, "upgrade_ms": None},
+        "connect_ms": None,
+        "handshake_status": None,
+        "close_code": None,
+        "close_reason": None,
+        "reason": reason,
+        "error": error,
+        "pings_sent": 0,
+        "pongs_received": 0,
+        "ping_rtts_ms": [],
+        "genesys_pings_sent": 0,
+        "genesys_pongs_received": 0,
+        "genesys_ping_rtts_ms": [],
+        "heartbeats": 0,
+        "max_heartbeat_gap_s": None,
+        "large_messages": [],
+    }
+
+
 async def probe_target(
     url: str,
     plan: ProbePlan,
@@ -318,26 +344,7 @@ async def probe_target(
     ``display_url`` is what the report shows instead of ``url`` (a connectUri carries a
     channel id, no secret, but a caller may prefer a shorter name).
     """
-    row: dict[str, Any] = {
-        "target": display_url or url,
-        "ok": False,
-        "phases": {"dns_ms": None, "tcp_ms": None, "tls_ms": None, "upgrade_ms": None},
-        "connect_ms": None,
-        "handshake_status": None,
-        "close_code": None,
-        "close_reason": None,
-        "reason": None,
-        "error": None,
-        "pings_sent": 0,
-        "pongs_received": 0,
-        "ping_rtts_ms": [],
-        "genesys_pings_sent": 0,
-        "genesys_pongs_received": 0,
-        "genesys_ping_rtts_ms": [],
-        "heartbeats": 0,
-        "max_heartbeat_gap_s": None,
-        "large_messages": [],
-    }
+    row = empty_row(display_url or url)
     try:
         opened = await open_timed(url, ssl_context=ssl_context, timeout_s=plan.connect_timeout_s, headers=headers)
     except ProbeError as exc:

@@ -32,3 +32,63 @@ async def run_websocket_check(agentd_env, websocket_toml: str, *, genesys_toml: 
     report = await app.run_check("preshift", only=["websocket"], deadline_s=30)
     (result,) = [c for c in report.checks if c.id == "websocket"]
     return result
+
+
+# -- the fake Genesys Cloud, as the agent ------------------------------------------------------
+
+import time  # noqa: E402
+
+from agentd.config import Secret  # noqa: E402
+from agentd.testing.fake_genesys import AGENT_USER_ID, CC_CLIENT_ID, CC_CLIENT_SECRET, LOGIN_CLIENT_ID, TokenGrant  # noqa: E402
+from agentd.testing.fake_genesys.fixtures import fake_genesys  # noqa: E402,F401  (a fixture)
+from agentd.testing.fake_genesys.notifications import NotificationHub, hub_of  # noqa: E402
+from agentd_plugins.genesys.client import GenesysClient  # noqa: E402
+from agentd_plugins.genesys.settings import GenesysSettings  # noqa: E402
+
+
+def agent_refresh_token(fake) -> str:
+    """A refresh token of the agent's own login (what `agentd login` would have stored)."""
+    fake.state.rotate_refresh_tokens = False  # several processes reuse the one token
+    client = fake.state.clients[LOGIN_CLIENT_ID]
+    grant = TokenGrant(LOGIN_CLIENT_ID, AGENT_USER_ID, client.scopes, client.permissions, time.time() + 86400, "authorization_code")
+    return fake.state.issue_refresh_token(grant)
+
+
+def agent_settings(fake, **overrides) -> GenesysSettings:
+    values = dict(
+        api_base_url=fake.url,
+        login_base_url=fake.url,
+        client_id=LOGIN_CLIENT_ID,
+        auth="login",
+        refresh_token=Secret(agent_refresh_token(fake)),
+        user_id=AGENT_USER_ID,
+        timeout_s=5.0,
+    )
+    values.update(overrides)
+    return GenesysSettings(**values)
+
+
+def agent_config(fake) -> str:
+    return (
+        "[genesys]\n"
+        f'api_base_url = "{fake.url}"\nlogin_base_url = "{fake.url}"\n'
+        f'client_id = "{LOGIN_CLIENT_ID}"\nauth = "login"\nuser_id = "{AGENT_USER_ID}"\n'
+        f'refresh_token = "{agent_refresh_token(fake)}"\n'
+    )
+
+
+def service_config(fake) -> str:
+    """Client credentials (no user context) with the agent named by [genesys] user_id."""
+    return (
+        "[genesys]\n"
+        f'api_base_url = "{fake.url}"\nlogin_base_url = "{fake.url}"\n'
+        f'client_id = "{CC_CLIENT_ID}"\nclient_secret = "{CC_CLIENT_SECRET}"\nuser_id = "{AGENT_USER_ID}"\n'
+    )
+
+
+def agent_client(fake, **overrides) -> GenesysClient:
+    return GenesysClient(agent_settings(fake, **overrides))
+
+
+def hub(fake) -> NotificationHub:
+    return hub_of(fake)

@@ -1,0 +1,137 @@
+"""Genesys notifications: the daemon's monitor of the agent's calls, and the Genesys
+channel part of the ``websocket`` check."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from agentd import hookimpl
+from agentd.config import ConfigSection
+from agentd.errors import AuthError, GenesysError, PermissionMissing, ProbeError, TransportError
+from agentd.tls import client_context
+from agentd_plugins.genesys.client import has_credentials, shared_client
+from agentd_plugins.websocket.check import register_channel_probe
+from agentd_plugins.websocket.probe import empty_row, probe_target
+
+from .calls import CALLS_TOPIC, agent_user_id, create_channel, subscribe
+from .monitor import MonitorSettings, NotificationsMonitor
+
+log = structlog.get_logger("agentd.notifications")
+
+
+@dataclass(frozen=True)
+class NotificationsSettings:
+    """``[notifications]``: the daemon's notifications monitor."""
+
+    monitor: bool = field(default=True, metadata={"help": "with Genesys credentials, the daemon keeps a notification channel on the agent's calls"})
+    station_topic: bool = field(default=True, metadata={"help": "also subscribe to the agent's station topic"})
+    heartbeat_timeout_s: float = field(default=75.0, metadata={"help": "no message for this long (heartbeats come every 30 s) counts as a drop", "min": 1, "max": 3600})
+    backoff_min_s: float = field(default=2.0, metadata={"help": "reconnect backoff: first regular delay", "min": 0.01, "max": 600})
+    backoff_max_s: float = field(default=60.0, metadata={"help": "reconnect backoff: longest delay", "min": 0.01, "max": 3600})
+    renew_before_expiry_s: float = field(default=600.0, metadata={"help": "move to a new channel this long before the current one expires", "min": 0, "max": 86400})
+
+    def monitor_settings(self) -> MonitorSettings:
+        return MonitorSettings(
+            heartbeat_timeout_s=self.heartbeat_timeout_s,
+            backoff_initial_s=self.backoff_min_s,
+            backoff_min_s=self.backoff_min_s,
+            backoff_max_s=self.backoff_max_s,
+            renew_before_expiry_s=self.renew_before_expiry_s,
+            station_topic=self.station_topic,
+        )
+
+
+@hookimpl
+def agentd_config_sections():
+    return [ConfigSection("notifications", NotificationsSettings, "the daemon's monitor of Genesys call notifications")]
+
+
+# -- the daemon ----------------------------------------------------------------------------
+
+MONITORS: dict[int, NotificationsMonitor] = {}
+"""id(daemon) -> its monitor (for ``agentd status``-like introspection and tests)."""
+
+
+@hookimpl
+def agentd_daemon_start(daemon: Any):
+    settings: NotificationsSettings = daemon.app.config.section("notifications")
+    genesys = daemon.app.config.section("genesys")
+    if not settings.monitor or not has_credentials(genesys):
+        return None
+
+    async def start() -> None:
+        timeline = getattr(daemon, "timeline", None)
+        record = timeline.record if timeline is not None and hasattr(timeline, "record") else None
+        monitor = NotificationsMonitor(shared_client(genesys), record=record, settings=settings.monitor_settings())
+        MONITORS[id(daemon)] = monitor
+        spawn = getattr(daemon, "spawn", None)
+        if callable(spawn):
+            spawn(monitor.run(), name="notifications.monitor")
+        else:  # an embedding without spawn: a plain task, ended by agentd_daemon_stop
+            monitor._task = asyncio.get_running_loop().create_task(monitor.run(), name="notifications.monitor")  # type: ignore[attr-defined]
+
+    return start()
+
+
+@hookimpl
+def agentd_daemon_stop(daemon: Any):
+    monitor = MONITORS.pop(id(daemon), None)
+    task = getattr(monitor, "_task", None)
+    if task is not None:
+        task.cancel()
+    return None
+
+
+# -- the websocket check's Genesys part --------------------------------------------------------
+
+
+def _reason(exc: GenesysError) -> str:
+    if isinstance(exc, AuthError):
+        return "auth"
+    if isinstance(exc, PermissionMissing):
+        return "forbidden"
+    if isinstance(exc, TransportError):
+        return "unreachable"
+    return "protocol"
+
+
+async def probe_genesys_channel(ctx, settings, plan) -> dict | None:
+    """Create a channel, connect to its connectUri, subscribe to the agent's calls, ping it."""
+    genesys = ctx.section("genesys")
+    if not has_credentials(genesys):
+        return None
+    client = shared_client(genesys)
+    target = "Genesys notifications channel"
+    try:
+        user_id = await agent_user_id(client)
+        channel = await create_channel(client)
+    except GenesysError as exc:
+        row = empty_row(target, reason=_reason(exc), error=f"{target}: {exc}")
+        row.update(api_status=exc.status, genesys_channel=True)
+        if isinstance(exc, PermissionMissing):
+            row["permission"] = exc.permission
+        return row
+    topic = CALLS_TOPIC.format(user_id)
+
+    async def after_open(_connection) -> None:
+        try:
+            await subscribe(client, channel, [topic])
+        except GenesysError as exc:
+            raise ProbeError(f"{target}: subscribing to {topic} failed: {exc}", reason=_reason(exc)) from None
+
+    row = await probe_target(
+        channel.connect_uri,
+        plan,
+        ssl_context=client_context(settings.ca_file or genesys.ca_file),
+        after_open=after_open,
+        display_url=f"{target} {channel.connect_uri}",
+    )
+    row.update(genesys_channel=True, channel_id=channel.id, subscribed=[topic] if row["reason"] is None else [])
+    return row
+
+
+register_channel_probe(probe_genesys_channel)

@@ -151,3 +151,36 @@ def test_preshift_with_every_server_blackholed_ends_within_8s(agentd_env, silent
     for check_id in ("stun", "turn.udp", "turn.tcp", "turn.tls", "udp.ports"):
         assert checks[check_id]["status"] == "fail" and checks[check_id]["details"]["reason"] == "timeout"
     assert elapsed < 8.0, f"the pre-shift profile took {elapsed:.1f} s with every ICE server blackholed"
+
+
+async def test_unresolvable_server_is_dns(agentd_env):
+    # names under .invalid never resolve (RFC 6761)
+    config = agentd_env.write_config(config_text(_ice_for("turn.agentd-test.invalid", 3478)))
+    found = await run_checks(config, "stun", "turn.udp", "turn.tcp", "turn.tls", "udp.ports")
+    for check_id in ("stun", "turn.udp", "turn.tcp", "turn.tls", "udp.ports"):
+        assert found[check_id].status is Status.FAIL, (check_id, found[check_id].summary)
+        assert found[check_id].details["reason"] == "dns", (check_id, found[check_id].details)
+        assert "turn.agentd-test.invalid" in found[check_id].summary
+
+
+async def test_server_speaking_another_protocol_is_protocol(agentd_env):
+    """A TCP server that answers like a web server, not TURN."""
+
+    async def http_like(reader, writer):
+        await reader.read(100)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(http_like, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        config = agentd_env.write_config(
+            config_text(f'[[ice.servers]]\nurls = ["turn:127.0.0.1:{port}?transport=tcp"]\nusername = "u"\ncredential = "p"\n')
+        )
+        found = await run_checks(config, "turn.tcp")
+    finally:
+        server.close()
+    turn = found["turn.tcp"]
+    assert turn.status is Status.FAIL and turn.details["reason"] == "protocol", turn.details
+    assert turn.duration_ms < 1000

@@ -209,10 +209,11 @@ async def stun_binding_udp(address: str, port: int, *, timeout_s: float, local_p
     try:
         local = (("::" if ":" in address else "0.0.0.0"), local_port) if local_port else None
         client = await open_udp_client(remote=(address, port), local=local, timeout_s=timeout_s)
-        response = await client.request(binding_request(), (address, port), timeout_s=max(0.05, timeout_s - (time.monotonic() - started)))
+        sent = time.monotonic()  # the round trip starts with the first send (retransmissions count in it)
+        response = await client.request(binding_request(), (address, port), timeout_s=max(0.05, timeout_s - (sent - started)))
         return BindingAnswer(
             mapped=_mapped(response),
-            rtt_ms=_ms(time.monotonic() - started),
+            rtt_ms=_ms(time.monotonic() - sent),
             local=format_address(client.transport.get_extra_info("sockname")) if client.transport else None,
             other_address=format_address(response.attributes.get("OTHER-ADDRESS")),
         )
@@ -246,6 +247,7 @@ async def stun_binding_stream(
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection(address, port, ssl=ssl_context, server_hostname=server_hostname if ssl_context else None)
             request = binding_request()
+            sent = time.monotonic()  # the round trip, without the connection set-up
             writer.write(bytes(request))
             await writer.drain()
             while True:
@@ -254,7 +256,7 @@ async def stun_binding_stream(
                     break
         if response.message_class != stun.Class.RESPONSE:
             raise stun.TransactionFailed(response)
-        return BindingAnswer(mapped=_mapped(response), rtt_ms=_ms(time.monotonic() - started), local=format_address(writer.get_extra_info("sockname")))
+        return BindingAnswer(mapped=_mapped(response), rtt_ms=_ms(time.monotonic() - sent), local=format_address(writer.get_extra_info("sockname")))
     except Exception as exc:  # noqa: BLE001
         raise probe_error(exc, where, timeout_s) from None
     finally:

@@ -116,7 +116,10 @@ async def test_untrusted_certificate_names_its_subject(agentd_env, coturn):
 def _relay_ports(server) -> list[int]:
     """The relay sockets coturn holds open now (UDP ports in its relay range)."""
     pid = int((server.folder / "turn.pid").read_text())
-    return sorted(c.laddr.port for c in psutil.Process(pid).net_connections(kind="udp") if 49152 <= c.laddr.port <= 59999)
+    listening = {server.port, server.alt_port, server.tls_port, server.tls_port + 1}  # may fall in the relay range too
+    return sorted(
+        {c.laddr.port for c in psutil.Process(pid).net_connections(kind="udp") if 49152 <= c.laddr.port <= 59999} - listening
+    )
 
 
 async def _relays_gone(server, limit_s: float = 3.0) -> list[int]:

@@ -65,6 +65,10 @@ class GenesysSource:
             return list(await self.gather(request))
         except GenesysError as exc:
             return [self.failure(exc)]
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            # an answer of the documented status but not the documented shape
+            log.warning("unexpected API answer", source=self.name, error=f"{type(exc).__name__}: {exc}")
+            return [self.item(f"the API answered in an unexpected shape ({type(exc).__name__}: {redact_text(str(exc))[:200]})", {"error": "MalformedResponse"}, status="error")]
 
     async def gather(self, request: EvidenceRequest) -> Iterable[Evidence]:  # pragma: no cover - abstract
         raise NotImplementedError

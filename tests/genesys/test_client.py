@@ -185,3 +185,35 @@ async def test_a_dead_server_costs_seconds(agentd_env):
         with pytest.raises(TransportError):
             await client.get("/api/v2/users/me")
     assert time.monotonic() - started < 5.0
+
+
+def test_regions_map_to_api_and_login_hosts_with_overrides():
+    from agentd_plugins.genesys.settings import GenesysSettings
+
+    frankfurt = GenesysSettings(region="mypurecloud.de")
+    assert (frankfurt.api_base, frankfurt.login_base) == ("https://api.mypurecloud.de", "https://login.mypurecloud.de")
+    assert frankfurt.hosts()["streaming"] == "streaming.mypurecloud.de"
+    moved = GenesysSettings(region="usw2.pure.cloud", api_base_url="https://proxy.example/genesys/", login_base_url="https://login.example")
+    assert (moved.api_base, moved.login_base) == ("https://proxy.example/genesys", "https://login.example")
+
+
+async def test_every_failed_response_logs_its_correlation_id(fake_genesys, agentd_env):
+    import io
+
+    from agentd import logs
+
+    stream = io.StringIO()
+    logs.configure("info", json=True, stream=stream)
+    try:
+        fake_genesys.state.inject("^/api/v2/conversations/", status=503, times=1)
+        fake_genesys.state.inject("^/api/v2/conversations/", status=429, times=1, retry_after="0")
+        async with fast_client(fake_genesys) as client:
+            await client.get(CONVERSATION)
+    finally:
+        logs.configure("warning")
+    failed = [r for r in fake_genesys.state.requests_to("^/api/v2/conversations/") if r.status >= 400]
+    assert len(failed) == 2
+    text = stream.getvalue()
+    for request in failed:
+        assert request.correlation_id and request.correlation_id in text
+    assert "inin_ratelimit_allowed" in text

@@ -131,3 +131,21 @@ async def test_agentd_login_command_prints_the_address_and_logs_in(fake_genesys,
     token_file = agentd_env.root / "state" / "genesys-token.json"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert json.loads(token_file.read_text())["user_id"] == AGENT_USER_ID
+
+
+async def test_a_refresh_token_from_a_systemd_credential(fake_genesys, agentd_env, tmp_path, monkeypatch):
+    from agentd.config import resolve_secret
+
+    await login(login_settings(fake_genesys, tmp_path), open_url=follow_in_browser, port=0, timeout_s=10, announce=lambda _: None)
+    refresh = TokenStore(tmp_path / "token.json").load().refresh_token
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "genesys-refresh-token").write_text(refresh + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    secret = resolve_secret({"credential": "genesys-refresh-token"}, key="genesys.refresh_token", file=None)
+    settings = settings_for(fake_genesys, client_id=LOGIN_CLIENT_ID, client_secret=None, token_file=tmp_path / "absent.json", refresh_token=secret)
+    assert has_credentials(settings)
+    async with GenesysClient(settings) as client:
+        me = await client.get("/api/v2/users/me")
+    assert me["id"] == AGENT_USER_ID
+    assert not (tmp_path / "absent.json").exists()  # a credential is read-only: nothing written beside it

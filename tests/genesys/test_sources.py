@@ -215,3 +215,16 @@ async def test_no_credentials_in_incident_mode_is_a_usage_error(fake_genesys, ag
     with pytest.raises(UsageError, match="client_id and client_secret"):
         await app.collect_evidence(EvidenceRequest(config=app.config, profile="incident", conversation_id=DROPPED_CALL_ID))
     assert await app.collect_evidence(EvidenceRequest(config=app.config, profile="full")) == []
+
+
+async def test_answers_of_the_wrong_shape_become_error_items(app, fake_genesys):
+    details = fake_genesys.state.analytics[DROPPED_CALL_ID]
+    details["participants"][1]["sessions"][0]["mediaEndpointStats"][0]["receivedPackets"] = "lots"
+    fake_genesys.state.conversations[DROPPED_CALL_ID]["participants"] = "not a list"
+    found = await diagnose(app)
+    quality = found["genesys.call_quality"][0]
+    assert quality.status == "error" and "unexpected shape" in quality.summary
+    conversation = found["genesys.conversation"][0]
+    assert conversation.status == "ok" and conversation.data["agent"] is None  # said, not guessed
+    station = found["genesys.station"][0]  # no agent to ask about: skipped, saying why
+    assert station.status == "skipped" and "no agent user id" in station.summary

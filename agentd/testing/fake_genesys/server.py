@@ -109,8 +109,9 @@ class FakeGenesys:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def config_toml(self, *, client_id: str = "agentd-cc", client_secret: str | None = "cc-secret", extra: str = "") -> str:
-        """A ``[genesys]`` section pointing agentd at this fake."""
+    def config_toml(self, *, client_id: str = "agentd-cc", client_secret: str | None = "cc-secret-9f3b2a7c51", extra: str = "") -> str:
+        """A ``[genesys]`` section pointing agentd at this fake (default: the scenario's
+        client-credentials client; the secret inline, which is fine for a test)."""
         lines = ["[genesys]", 'region = "mypurecloud.com"', f'api_base_url = "{self.url}"', f'login_base_url = "{self.url}"', f'client_id = "{client_id}"']
         if client_secret:
             lines.append(f'client_secret = "{client_secret}"')
@@ -158,6 +159,7 @@ class FakeGenesys:
             except web.HTTPException as exc:
                 response = exc
         response.headers.setdefault("ININ-Correlation-Id", str(uuid.uuid4()))
+        record.correlation_id = response.headers["ININ-Correlation-Id"]
         used = sum(1 for r in self.state.requests[-RATE_LIMIT_ALLOWED:])
         response.headers.setdefault("inin-ratelimit-count", str(min(used, RATE_LIMIT_ALLOWED)))
         response.headers.setdefault("inin-ratelimit-allowed", str(RATE_LIMIT_ALLOWED))

@@ -102,6 +102,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     status: int = 0
+    correlation_id: str | None = None
 
 
 @dataclass

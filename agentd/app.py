@@ -11,7 +11,7 @@ import os
 import platform
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -189,6 +189,11 @@ class App:
         return items
 
     def correlate(self, report: Report) -> Report:
+        from agentd.correlation import timeline_evidence
+
+        history = timeline_evidence(report, self.timeline)  # the PC's own minutes next to the call's
+        if history is not None:
+            report = replace(report, evidence=(*report.evidence, history))
         before = len(self.plugins.failures)
         findings = Findings(report=report, config=self.config, timeline=self.timeline)
         verdicts: list[Verdict] = [v for _, v in self.plugins.correlate(findings)]
@@ -215,7 +220,7 @@ class App:
             conversation_id=conversation_id,
             checks=tuple(results),
             evidence=tuple(evidence),
-            duration_ms=(time.monotonic() - started) * 1000.0,
+            duration_ms=round((time.monotonic() - started) * 1000.0, 1),
         )
 
 

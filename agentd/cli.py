@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import structlog
 from rich.console import Console
 
-from agentd import __version__, logs
+from agentd import __version__, aio, logs
 from agentd.app import App
 from agentd.errors import AgentdError, ConfigError, UsageError
 from agentd.model import Report
@@ -137,11 +137,17 @@ def _preparse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    aio.abandoned = False
     try:
         code = _main(argv)
     except KeyboardInterrupt:
         print("agentd: interrupted", file=sys.stderr)
         code = 130
+    if aio.abandoned:
+        # a check is stuck in a blocking call: joining its thread would hold the process
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 
@@ -193,7 +199,7 @@ def _dispatch(args: argparse.Namespace, app: App) -> int:
     if command is not None:
         result = command.run(args, app)
         if inspect.isawaitable(result):
-            result = asyncio.run(_await(result))
+            result = aio.run(_await(result))
         return int(result or 0)
     if args.command == "check":
         return _check(args, app)
@@ -231,9 +237,9 @@ def _check(args: argparse.Namespace, app: App) -> int:
         if not args.no_daemon:  # the same report, run by the daemon when it answers
             from agentd.daemon import check_through_daemon
 
-            report = asyncio.run(check_through_daemon(args, progress))
+            report = aio.run(check_through_daemon(args, progress))
         if report is None:
-            report = asyncio.run(app.run_check(args.profile, on_event=progress, only=args.only, deadline_s=args.deadline))
+            report = aio.run(app.run_check(args.profile, on_event=progress, only=args.only, deadline_s=args.deadline))
     return _emit(report, args, app)
 
 
@@ -249,7 +255,7 @@ def _diagnose(args: argparse.Namespace, app: App) -> int:
         app.timeline = open_existing()
     err = Console(stderr=True)
     with LiveProgress(err, enabled=not args.json and err.is_terminal) as progress:
-        report = asyncio.run(
+        report = aio.run(
             app.run_diagnose(args.conversation_id, on_event=progress, options=options, with_checks=args.with_checks)
         )
     return _emit(report, args, app)
@@ -268,7 +274,7 @@ def _emit(report: Report, args: argparse.Namespace, app: App) -> int:
     if getattr(args, "upload", False):
         from agentd.delivery import upload
 
-        asyncio.run(upload(app, report))
+        aio.run(upload(app, report))
     if args.json:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()

@@ -6,6 +6,7 @@ Nothing here creates a folder on import; callers create what they write to.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -38,10 +39,11 @@ def runtime_dir() -> Path:
     found = _systemd_dir("RUNTIME_DIRECTORY")
     if found:
         return found
-    try:
-        return Path(platformdirs.user_runtime_dir(APP))
-    except Exception:  # pragma: no cover - platforms without a runtime dir
-        return state_dir() / "run"
+    if os.name == "posix" and sys.platform != "darwin" and not os.environ.get("XDG_RUNTIME_DIR"):
+        # a root shell or a service without a login session: platformdirs would warn and
+        # fall back to /tmp/runtime-<uid>; the system daemon's folder is the better guess
+        return Path("/run/agentd") if os.geteuid() == 0 else state_dir() / "run"
+    return Path(platformdirs.user_runtime_dir(APP))
 
 
 def install_id() -> str:

@@ -140,7 +140,7 @@ def _settle(future: asyncio.Future, result: CheckResult) -> None:
 
 
 def _ms(started: float) -> float:
-    return (time.monotonic() - started) * 1000.0
+    return round((time.monotonic() - started) * 1000.0, 1)
 
 
 def _result(check: Check, outcome: Outcome, started: float, stamp: str) -> CheckResult:

@@ -30,6 +30,8 @@ class AgentdEnv:
     def write_config(self, text: str) -> Path:
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(text, encoding="utf-8")
+        self.env["AGENTD_CONFIG"] = str(self.config_file)
+        os.environ["AGENTD_CONFIG"] = str(self.config_file)  # in-process tests too (restored by monkeypatch)
         return self.config_file
 
     def run(self, *args: str, timeout: float = 60.0, input: str | None = None, extra_env: dict | None = None) -> subprocess.CompletedProcess:
@@ -64,7 +66,6 @@ def agentd_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AgentdEnv:
         path.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTD_", "CONFIGURATION_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY", "CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET"))}
     env.update({k: str(v) for k, v in dirs.items()})
-    env["AGENTD_CONFIG"] = str(root / "config" / "agentd.toml")
     env["NO_COLOR"] = "1"
     env["COLUMNS"] = "200"
     for key in list(os.environ):
@@ -74,6 +75,7 @@ def agentd_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AgentdEnv:
         if key.startswith(("XDG_", "AGENTD_")):
             monkeypatch.setenv(key, value)
     (root / "config").mkdir(parents=True, exist_ok=True)
+    monkeypatch.delenv("AGENTD_CONFIG", raising=False)  # registers the restore for write_config
     return AgentdEnv(root=root, env=env)
 
 

@@ -299,7 +299,7 @@ class NotificationsMonitor:
                 wait = self.settings.heartbeat_timeout_s - quiet_for
                 if until_renew is not None:
                     wait = min(wait, until_renew)
-                done, _ = await asyncio.wait({live.reader, closing_task}, timeout=max(0.0, wait))
+                done, _ = await asyncio.wait({live.reader, closing_task}, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED)
                 if closing_task in done:
                     return "socket_closing", True
                 if live.reader in done:

@@ -28,3 +28,66 @@ class Findings:
         for item in self.report.evidence:
             if (kind is None or item.kind == kind) and (source is None or item.source == source):
                 yield item
+
+
+# The local history a report carries (evidence kind ``local.timeline``), so that the
+# HTML report can chart the PC next to the call and a stored report correlates the same.
+TIMELINE_EVIDENCE_KIND = "local.timeline"
+TIMELINE_MARGIN_S = 300.0
+TIMELINE_MAX_SAMPLES = 600
+TIMELINE_SAMPLE_FIELDS = (
+    "at", "cpu_pct", "load_1m", "mem_used_pct", "mem_available_mb", "swap_used_pct",
+    "memory_pressure_avg10", "cpu_pressure_avg10", "browser_rss_mb", "interface", "wifi_signal_dbm",
+)
+TIMELINE_EVENT_KINDS = ("ws.drop", "ws.reconnect", "call.start", "call.end", "mute", "check.report")
+
+
+def timeline_evidence(report: Report, timeline: Any) -> Evidence | None:
+    """An excerpt of ``timeline`` around the time the report's evidence describes.
+
+    The window is the span of the ``ok`` evidence items' windows, widened by
+    ``TIMELINE_MARGIN_S`` each side; None when no evidence has a window (a readiness
+    check), when the report already carries one, or when the timeline cannot be read.
+    """
+    from datetime import timedelta
+
+    from agentd.model import isoformat, parse_time
+
+    if timeline is None or any(e.kind == TIMELINE_EVIDENCE_KIND for e in report.evidence):
+        return None
+    bounds = []
+    for item in report.evidence:
+        for value in (item.window_start, item.window_end):
+            if item.status == "ok" and value:
+                try:
+                    bounds.append(parse_time(value))
+                except ValueError:
+                    continue
+    if not bounds:
+        return None
+    start = min(bounds) - timedelta(seconds=TIMELINE_MARGIN_S)
+    end = max(bounds) + timedelta(seconds=TIMELINE_MARGIN_S)
+    try:
+        samples = [
+            {k: s[k] for k in TIMELINE_SAMPLE_FIELDS if k in s}
+            for s in timeline.host_samples(start, end)
+            if isinstance(s, dict)
+        ]
+        events = [e for e in timeline.events(start, end, kinds=list(TIMELINE_EVENT_KINDS)) if isinstance(e, dict)]
+    except Exception as exc:  # a broken history must not cost the report
+        return Evidence(
+            id=TIMELINE_EVIDENCE_KIND, source="timeline", kind=TIMELINE_EVIDENCE_KIND, status="error",
+            summary=f"the local timeline could not be read: {type(exc).__name__}: {exc}",
+        )
+    step = max(1, -(-len(samples) // TIMELINE_MAX_SAMPLES))  # thin evenly to the cap
+    samples = samples[::step]
+    return Evidence(
+        id=TIMELINE_EVIDENCE_KIND,
+        source="timeline",
+        kind=TIMELINE_EVIDENCE_KIND,
+        status="ok",
+        summary=f"this PC's history over the same minutes: {len(samples)} host samples, {len(events)} events",
+        window_start=isoformat(start),
+        window_end=isoformat(end),
+        data={"host_samples": samples, "events": events},
+    )

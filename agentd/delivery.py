@@ -364,3 +364,21 @@ async def upload(app: App, report: Report) -> DeliveryOutcome:
         outcome = DeliveryOutcome(report.id, failed={"spool": str(exc)})
     print(f"agentd: {describe(outcome)}", file=sys.stderr)
     return outcome
+
+
+async def deliver_report(app: App, report: Report) -> DeliveryOutcome:
+    """The daemon's way in (scheduled runs, ``upload`` over the control socket): like
+    ``--upload``, but logged instead of printed."""
+    try:
+        outcome = await Delivery.from_app(app).submit(report)
+    except DeliveryError as exc:
+        log.error("report not spooled", report=report.id, error=str(exc))
+        return DeliveryOutcome(report.id, failed={"spool": str(exc)})
+    if outcome.failed:
+        log.warning("report kept in the spool", report=report.id, failed=outcome.failed)
+    return outcome
+
+
+async def flush_spool(app: App) -> list[DeliveryOutcome]:
+    """Deliver what is pending (the daemon calls it at start-up and before it stops)."""
+    return await Delivery.from_app(app).flush()

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import structlog
 
-from agentd.errors import AuthError, GenesysError, NotFound, PermissionMissing
+from agentd.errors import AuthError, GenesysError, MalformedResponse, NotFound, PermissionMissing
 from agentd.evidence import EvidenceRequest
 from agentd.model import Evidence, isoformat, parse_time
 from agentd.redact import redact_text
@@ -121,25 +121,19 @@ class GenesysSource:
 
 async def conversation(request: EvidenceRequest, client: GenesysClient) -> dict[str, Any]:
     """``GET /api/v2/conversations/{id}``, once per request."""
-    assert request.conversation_id
-    path = f"/api/v2/conversations/{request.conversation_id}"
-    body = await request.memo("genesys.conversation", lambda: client.get(path))
-    if not isinstance(body, dict):
-        from agentd.errors import MalformedResponse
-
-        raise MalformedResponse(f"{path}: expected a JSON object", path=path)
-    return body
+    return await _shared_object(request, client, "genesys.conversation", f"/api/v2/conversations/{request.conversation_id}")
 
 
 async def analytics_details(request: EvidenceRequest, client: GenesysClient) -> dict[str, Any]:
     """``GET /api/v2/analytics/conversations/{id}/details``, once per request."""
-    assert request.conversation_id
-    path = f"/api/v2/analytics/conversations/{request.conversation_id}/details"
-    body = await request.memo("genesys.analytics_details", lambda: client.get(path))
-    if not isinstance(body, dict):
-        from agentd.errors import MalformedResponse
+    return await _shared_object(request, client, "genesys.analytics_details", f"/api/v2/analytics/conversations/{request.conversation_id}/details")
 
-        raise MalformedResponse(f"{path}: expected a JSON object", path=path)
+
+async def _shared_object(request: EvidenceRequest, client: GenesysClient, key: str, path: str) -> dict[str, Any]:
+    assert request.conversation_id
+    body = await request.memo(key, lambda: client.get(path))
+    if not isinstance(body, dict):
+        raise MalformedResponse(f"{path}: expected a JSON object, got {type(body).__name__}", path=path)
     return body
 
 

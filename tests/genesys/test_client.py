@@ -136,7 +136,7 @@ async def test_malformed_json_is_a_malformed_response(fake_genesys, agentd_env):
 
 
 async def test_a_slow_answer_hits_the_deadline(fake_genesys, agentd_env):
-    fake_genesys.state.inject("^/api/v2/conversations/", kind="slow", delay_s=3.0, times=5)
+    fake_genesys.state.inject("^/api/v2/conversations/", kind="slow", delay_s=1.2, times=5)
     async with fast_client(fake_genesys, timeout_s=0.3, max_retries=1) as client:
         started = time.monotonic()
         with pytest.raises(TransportError) as caught:

@@ -45,7 +45,8 @@ TIMELINE_EVENT_KINDS = ("ws.drop", "ws.reconnect", "call.start", "call.end", "mu
 def timeline_evidence(report: Report, timeline: Any) -> Evidence | None:
     """An excerpt of ``timeline`` around the time the report's evidence describes.
 
-    The window is the span of the ``ok`` evidence items' windows, widened by
+    The window is the span of the ``ok`` evidence items' windows that cover time (a call;
+    not the moment a state was read), widened by
     ``TIMELINE_MARGIN_S`` each side; None when no evidence has a window (a readiness
     check), when the report already carries one, or when the timeline cannot be read.
     """
@@ -57,12 +58,14 @@ def timeline_evidence(report: Report, timeline: Any) -> Evidence | None:
         return None
     bounds = []
     for item in report.evidence:
-        for value in (item.window_start, item.window_end):
-            if item.status == "ok" and value:
-                try:
-                    bounds.append(parse_time(value))
-                except ValueError:
-                    continue
+        if item.status != "ok" or not item.window_start or not item.window_end:
+            continue
+        try:
+            span = parse_time(item.window_start), parse_time(item.window_end)
+        except ValueError:
+            continue
+        if span[1] > span[0]:  # a span of time (a call), not the moment a state was read
+            bounds.extend(span)
     if not bounds:
         return None
     start = min(bounds) - timedelta(seconds=TIMELINE_MARGIN_S)

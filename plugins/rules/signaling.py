@@ -31,6 +31,8 @@ from .base import (
 )
 
 ABNORMAL_CLOSE = 1006
+# ``details.reason`` of a websocket check that connected, then lost the connection's life signs.
+KEEPALIVE_REASONS = {"dropped": "the connection dropped", "no_heartbeat": "heartbeats stopped", "no_pong": "pings went unanswered"}
 HANDSHAKE_ADVICE = {
     401: "The notifications handshake was refused with 401: the OAuth token is not valid for this org "
     "(check [genesys] client_id/client_secret and the region).",
@@ -134,6 +136,8 @@ def websocket_unreachable(findings: Findings) -> Verdict | None:
         return None
     status = number(ws.details.get("handshake_status"))
     why = ws.details.get("reason")
+    if status == 101 or why in KEEPALIVE_REASONS:
+        return None  # it opened and later went quiet or dropped: the keepalive rule's
     if status is not None and int(status) in (401, 403, 404):
         code = int(status)
         summary = f"The notifications WebSocket handshake was refused with HTTP {code}."
@@ -168,6 +172,10 @@ def websocket_keepalive_timeout(findings: Findings, limits: Thresholds) -> Verdi
         if gap is not None and gap > limits.heartbeat_gap_s:
             refs.append(ref_check(ws))
             parts.append(f"heartbeats stopped for {gap:.0f} s")
+        why = ws.details.get("reason")
+        if not parts and why in KEEPALIVE_REASONS:
+            refs.append(ref_check(ws))
+            parts.append(f"the test connection opened, then {KEEPALIVE_REASONS[why]}")
     drops = [i for i in ok_evidence(findings, "signaling.websocket_drop") if _is_keepalive_drop(i.data, limits)]
     if drops:
         refs.extend(ref_evidence(i) for i in drops)

@@ -365,6 +365,16 @@ def test_keepalive_timeout_from_the_websocket_check(correlate):
     assert v.thresholds == {"heartbeat_gap_s": 65.0}
 
 
+@pytest.mark.parametrize("reason, words", [("no_heartbeat", "heartbeats stopped"), ("no_pong", "pings went unanswered")])
+def test_keepalive_timeout_when_the_connection_opened_then_went_quiet(correlate, reason, words):
+    checks = clean_checks()
+    checks["websocket"] = patched(checks["websocket"], status=Status.FAIL, handshake_status=101, reason=reason,
+                                  metrics={"max_heartbeat_gap_s": None})
+    verdicts = correlate(report(checks))
+    assert [v.code for v in verdicts] == ["signaling.websocket_keepalive_timeout"]
+    assert words in verdicts[0].summary
+
+
 def test_keepalive_timeout_from_drops_the_daemon_saw_during_the_call(correlate):
     timeline = Timeline(recorded=[
         {"at": at(250), "kind": "ws.drop", "data": {"close_code": 1006, "reason": ""}},

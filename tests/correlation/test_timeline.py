@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from agentd.correlation import TIMELINE_EVIDENCE_KIND
-from agentd.model import Report
+from agentd.model import Report, isoformat
 from agentd.timeline import Timeline
 
 from .scenarios import CALL_START, at, clean_evidence, report, rtc_stats, with_data
@@ -49,11 +50,15 @@ def test_the_report_carries_the_history_and_correlates_the_same_when_stored(agen
                             at=CALL_START + timedelta(seconds=seconds))
     app = App.load(agentd_env.write_config(""), register=RULES, load_entry_points=False)
     app.timeline = timeline
-    first = app.correlate(report({}, silent_call_items(), profile="incident"))
+    items = silent_call_items()
+    read_later = isoformat(CALL_START + timedelta(days=3))  # state read days later: a moment, not a span
+    items["genesys.station"] = replace(items["genesys.station"], window_start=read_later, window_end=read_later)
+    first = app.correlate(report({}, items, profile="incident"))
     [history] = [e for e in first.evidence if e.kind == TIMELINE_EVIDENCE_KIND]
     samples = history.data["host_samples"]
     assert samples and all("browsers" not in s for s in samples)  # trimmed to the figures
-    assert samples[0]["at"] >= at(-300) and samples[-1]["at"] <= at(900)  # the evidence window, 5 min each side
+    assert samples[0]["at"] >= at(-300) and samples[-1]["at"] <= at(900)  # the call's window, 5 min each side
+    assert history.window_end == at(900)
     assert [v.code for v in first.verdicts] == ["host.resource_exhaustion"]
 
     # read back from JSON, without any timeline on this machine: the same verdict

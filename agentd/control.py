@@ -48,8 +48,21 @@ MAX_LINE = 4 * 2**20
 """A report with evidence can be large; anything past this is a broken peer."""
 
 
+SYSTEM_SOCKET = Path("/run/agentd") / SOCKET_NAME
+"""Where the packaged service listens (systemd ``RuntimeDirectory=agentd``)."""
+
+
 def socket_path() -> Path:
     return paths.runtime_dir() / SOCKET_NAME
+
+
+def client_socket_path() -> Path:
+    """The socket a CLI should talk to: this user's daemon if one runs, else the system
+    service's (a user's own runtime folder differs from the service's ``/run/agentd``)."""
+    own = socket_path()
+    if own.exists() or os.environ.get("AGENTD_RUNTIME_DIR") or os.environ.get("RUNTIME_DIRECTORY"):
+        return own
+    return SYSTEM_SOCKET if SYSTEM_SOCKET.exists() else own
 
 
 # -- events on the wire --------------------------------------------------------------------
@@ -209,7 +222,7 @@ class ControlServer:
         daemon = self.daemon
         wanted = request.get("config")
         own = str(daemon.app.config.path) if daemon.app.config.path else None
-        if (wanted or own) and (not wanted or not own or os.path.realpath(wanted) != os.path.realpath(own)):
+        if wanted and (not own or os.path.realpath(wanted) != os.path.realpath(own)):
             await _send(writer, {"ok": False, "error": f"the daemon uses {own}, not {wanted}", "fallback": True})
             return
         profile = request.get("profile") or "preshift"
@@ -270,7 +283,7 @@ class ControlClient:
     """Talks to a running daemon. ``connect_timeout_s`` bounds how long a dead socket costs."""
 
     def __init__(self, path: Path | None = None, *, connect_timeout_s: float = 1.0) -> None:
-        self.path = path or socket_path()
+        self.path = path or client_socket_path()
         self.connect_timeout_s = connect_timeout_s
 
     def present(self) -> bool:

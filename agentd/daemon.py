@@ -522,12 +522,13 @@ async def check_through_daemon(args: argparse.Namespace, on_event: EventCallback
         return None
     from agentd import config as config_mod
 
-    path, _ = config_mod.locate(getattr(args, "config", None))
+    # a file named on purpose (--config, $AGENTD_CONFIG) must be the daemon's; else the daemon's own is used
+    path, explicit = config_mod.locate(getattr(args, "config", None))
     return await client.check(
         profile=args.profile,
         only=list(args.only or []),
         deadline_s=args.deadline,
-        config=str(path) if path else None,
+        config=str(path) if path and explicit else None,
         upload=bool(getattr(args, "upload", False)),
         on_event=on_event,
     )

@@ -15,6 +15,7 @@ the oldest samples first; both at most once per ``PRUNE_EVERY_S`` so writes stay
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from datetime import datetime, timezone
@@ -207,9 +208,18 @@ class Timeline:
         self._db.close()
 
 
+SYSTEM_PATH = Path("/var/lib/agentd") / FILENAME
+"""The packaged service's timeline (systemd ``StateDirectory=agentd``)."""
+
+
 def open_existing(path: Path | None = None) -> Timeline | None:
-    """The daemon's timeline read-only, for an in-process ``agentd diagnose``; None when there is none."""
-    path = path or default_path()
+    """The daemon's timeline read-only, for an in-process ``agentd diagnose``; None when there is none.
+
+    A user's own state folder first, then the system service's (readable by the group agentd)."""
+    if path is None:
+        path = default_path()
+        if not path.is_file() and not (os.environ.get("AGENTD_STATE_DIR") or os.environ.get("STATE_DIRECTORY")):
+            path = SYSTEM_PATH
     if not path.is_file():
         return None
     try:

@@ -70,6 +70,7 @@ def probe_error(exc: BaseException, where: str, timeout_s: float) -> ProbeError:
         return ProbeTimeout(f"{where}: no answer (STUN retransmissions exhausted)")
     if isinstance(exc, stun.TransactionFailed):
         code, text = exc.response.attributes.get("ERROR-CODE", (0, "error"))
+        text = str(text).rstrip("\x00").strip()  # some servers pad the reason phrase with NULs
         if code == 401:
             return ProbeError(f"{where}: 401 {text}: the TURN username or credential is wrong", reason="auth", details={"code": code})
         if code in _FORBIDDEN_CODES:

@@ -142,6 +142,14 @@ async def _archive(args: argparse.Namespace, app: Any) -> int:
 
 
 @hookimpl
+def agentd_daemon_stop(daemon: Any) -> Any:
+    """Close the daemon's API connections (the shared client of its loop)."""
+    from .client import close_shared
+
+    return close_shared()
+
+
+@hookimpl
 def agentd_commands() -> list[Command]:
     return [
         Command(

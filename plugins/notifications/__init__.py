@@ -18,6 +18,7 @@ from agentd_plugins.websocket.check import register_channel_probe
 from agentd_plugins.websocket.probe import empty_row, probe_target
 
 from .calls import CALLS_TOPIC, agent_user_id, create_channel, subscribe
+from .evidence import WebsocketDropSource
 from .monitor import MonitorSettings, NotificationsMonitor
 
 log = structlog.get_logger("agentd.notifications")
@@ -33,6 +34,7 @@ class NotificationsSettings:
     backoff_min_s: float = field(default=2.0, metadata={"help": "reconnect backoff: first regular delay", "min": 0.01, "max": 600})
     backoff_max_s: float = field(default=60.0, metadata={"help": "reconnect backoff: longest delay", "min": 0.01, "max": 3600})
     renew_before_expiry_s: float = field(default=600.0, metadata={"help": "move to a new channel this long before the current one expires", "min": 0, "max": 86400})
+    drop_history_h: float = field(default=24.0, metadata={"help": "full checks report the monitor's drops of this many hours back as evidence", "min": 0.1, "max": 24 * 30})
 
     def monitor_settings(self) -> MonitorSettings:
         return MonitorSettings(
@@ -48,6 +50,14 @@ class NotificationsSettings:
 @hookimpl
 def agentd_config_sections():
     return [ConfigSection("notifications", NotificationsSettings, "the daemon's monitor of Genesys call notifications")]
+
+
+@hookimpl
+def agentd_collect_evidence(request):
+    if request.profile not in ("full", "incident"):
+        return []
+    settings: NotificationsSettings = request.config.section("notifications")
+    return [WebsocketDropSource(history_h=settings.drop_history_h)]
 
 
 # -- the daemon ----------------------------------------------------------------------------

@@ -168,3 +168,22 @@ async def test_daemon_hook_spawns_the_monitor_and_records_into_the_timeline(fake
     (drop,) = daemon.timeline.events(kinds=["ws.drop"])
     assert drop["data"]["close_code"] == 1006
     daemon.timeline.close()
+
+
+async def test_recorded_drops_become_evidence_of_a_full_run(agentd_env):
+    from agentd import paths
+    from agentd.app import App
+    from agentd.evidence import EvidenceRequest
+    from agentd.timeline import default_path
+
+    timeline = Timeline(default_path())
+    timeline.record("ws.drop", {"close_code": 1006, "reason": "connection closed without a close frame"})
+    timeline.record("call.start", {"conversationId": "x"})
+    timeline.close()
+    app = App.load(agentd_env.write_config('[genesys]\nregion = "agentd-test.invalid"\n'))
+    items = await app.collect_evidence(EvidenceRequest(config=app.config, profile="full"))
+    drops = [e for e in items if e.kind == "signaling.websocket_drop"]
+    assert len(drops) == 1 and drops[0].data["close_code"] == 1006 and drops[0].status == "ok"
+    assert str(paths.state_dir()) in str(default_path())  # the test's own state folder, not the machine's
+    none = await app.collect_evidence(EvidenceRequest(config=app.config, profile="preshift"))
+    assert not [e for e in none if e.kind == "signaling.websocket_drop"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import secrets
 import signal
 import socket
@@ -23,6 +22,11 @@ import time
 from dataclasses import dataclass, field
 
 from agentd.errors import UsageError
+
+try:
+    import resource  # Unix only; elsewhere the file limit is not checked ahead
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
 
 MAGIC = b"AGENTD-REFLECT/1 "
 """Every probe starts with this; anything else is ignored."""
@@ -88,8 +92,8 @@ class Reflector:
         count = last - first + 1
         if count > max_sockets:
             raise UsageError(f"--ports {first}-{last} needs {count} sockets; the limit is {max_sockets} (raise it with --max-sockets)")
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if count + 64 > soft:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if resource is not None else None
+        if soft is not None and soft != resource.RLIM_INFINITY and count + 64 > soft:
             raise UsageError(f"--ports {first}-{last} needs {count} sockets but the open-file limit is {soft} (ulimit -n)")
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -57,7 +57,12 @@ def agentd_configure(config: Config) -> None:
 
 @hookspec
 def agentd_commands() -> Sequence[Command]:
-    """Contribute sub-commands to the ``agentd`` command line (sync, all results kept)."""
+    """Contribute sub-commands to the ``agentd`` command line (sync, all results kept).
+
+    Each :class:`agentd.commands.Command` adds its arguments to its own sub-parser and
+    runs with the parsed arguments and the loaded :class:`agentd.app.App`; its ``run``
+    returns the exit code, directly or as an awaitable that the CLI runs to completion.
+    """
 
 
 # -- plan and probe --------------------------------------------------------------------

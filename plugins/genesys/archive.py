@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
 import time
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -99,13 +99,12 @@ class Archive:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_archive_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # call evidence names users and their browser's log lines: owner-only, created so
+        # (SQLite gives its -wal and -shm files the database file's permissions)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self.db = sqlite3.connect(self.path, timeout=10)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
-        try:
-            self.path.chmod(0o600)  # call evidence names users and phone numbers
-        except OSError:
-            pass
 
     def close(self) -> None:
         self.db.close()

@@ -104,3 +104,44 @@ async def test_archive_leaves_unreadable_calls_for_the_next_run(fake_genesys, ag
     fake_genesys.state.faults.clear()
     again = await run(agentd_env, "archive", "--since", "24h", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["stored"] == 1
+
+
+async def test_an_interrupted_archive_keeps_what_it_stored_and_the_next_run_finishes(fake_genesys, agentd_env):
+    import signal
+    import stat
+    import sys
+
+    agentd_env.write_config(config_text(fake_genesys))
+    # the second call (by start time) answers slowly: the run is interrupted while waiting for it
+    fake_genesys.state.inject(f"^/api/v2/conversations/{DROPPED_CALL_ID}$", kind="slow", delay_s=4.0, times=1)
+    database = agentd_env.root / "state" / "genesys-archive.sqlite"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agentd", "archive", "--since", "24h",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**agentd_env.env, **SECRET_ENV}, cwd=agentd_env.root,
+    )
+    try:
+        stored = 0
+        for _ in range(150):  # at most 15 s
+            await asyncio.sleep(0.1)
+            try:
+                with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+                    stored = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue  # not created yet
+            if stored:
+                break
+        assert stored == 1 and process.returncode is None
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(10):
+            await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode != 0
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    again = await run(agentd_env, "archive", "--since", "24h", "--json")
+    assert again.returncode == 0, again.stderr
+    assert (json.loads(again.stdout)["stored"], json.loads(again.stdout)["already"]) == (1, 1)
+    with sqlite3.connect(database) as db:
+        assert {r[0] for r in db.execute("SELECT conversation_id FROM calls")} == LOW_MOS_CALLS

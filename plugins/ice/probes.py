@@ -131,7 +131,7 @@ class StunUdpClient(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr) -> None:
         try:
             message = stun.parse_message(data)
-        except ValueError:
+        except Exception:  # noqa: BLE001 - whatever a broken or hostile server sends is just not an answer
             return
         transaction = self.transactions.get(message.transaction_id)
         if transaction is not None:
@@ -179,8 +179,11 @@ def binding_request() -> stun.Message:
     return stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
 
 
-def _mapped(response: stun.Message) -> str | None:
-    return format_address(response.attributes.get("XOR-MAPPED-ADDRESS") or response.attributes.get("MAPPED-ADDRESS"))
+def _mapped(response: stun.Message) -> str:
+    mapped = format_address(response.attributes.get("XOR-MAPPED-ADDRESS") or response.attributes.get("MAPPED-ADDRESS"))
+    if mapped is None:
+        raise ValueError("a Binding success response without a mapped address")
+    return mapped
 
 
 @dataclass(frozen=True)

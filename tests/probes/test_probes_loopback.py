@@ -187,3 +187,32 @@ async def test_server_speaking_another_protocol_is_protocol(agentd_env):
     turn = found["turn.tcp"]
     assert turn.status is Status.FAIL and turn.details["reason"] == "protocol", turn.details
     assert turn.duration_ms < 1000
+
+
+async def test_stun_answer_without_mapped_address_is_protocol(agentd_env):
+    """A UDP server that answers every Binding with a success that lacks the mapped address,
+    and sends a datagram of garbage first (ignored, not an answer)."""
+    from aioice import stun
+
+    class Broken(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            request = stun.parse_message(data)
+            self.transport.sendto(b"\x01\x01\x00\x04garbage-garbage!!", addr)
+            answer = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=request.transaction_id)
+            self.transport.sendto(bytes(answer), addr)
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Broken, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        config = agentd_env.write_config(config_text(f'[ice]\nstun_tcp = false\n[[ice.servers]]\nurls = ["stun:127.0.0.1:{port}"]\n'))
+        found = await run_checks(config, "stun")
+    finally:
+        transport.close()
+    stun_check = found["stun"]
+    assert stun_check.status is Status.FAIL
+    assert stun_check.details["reason"] == "protocol", stun_check.details
+    assert "mapped address" in stun_check.summary

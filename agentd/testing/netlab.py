@@ -229,7 +229,8 @@ class Netlab:
         if rule:
             script += f'add rule inet {TABLE} postrouting oifname "wan" {rule}\n'
         self.nft(self.router, script)
-        # existing conntrack entries keep their old mapping; a new mode needs new flows
+        # existing conntrack entries keep their old mapping: flush them where the conntrack
+        # tool exists; without it, only new flows (new sockets) see the new mode
         subprocess.run(["ip", "netns", "exec", self.router, "conntrack", "-F"], capture_output=True)
         self.nat = mode
 

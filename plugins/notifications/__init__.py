@@ -144,4 +144,7 @@ async def probe_genesys_channel(ctx, settings, plan) -> dict | None:
     return row
 
 
-register_channel_probe(probe_genesys_channel)
+@hookimpl
+def agentd_configure(config) -> None:
+    # registered here, not at import: `mute` imports this package even when this plugin is disabled
+    register_channel_probe(probe_genesys_channel)

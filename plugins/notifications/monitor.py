@@ -32,7 +32,7 @@ from agentd.errors import AgentdError, GenesysError, NotFound, ProbeError
 from agentd.model import isoformat, utcnow
 from agentd.tls import client_context
 from agentd_plugins.genesys.client import GenesysClient
-from agentd_plugins.websocket.probe import Inbox, Opened, close_quietly, open_timed
+from agentd_plugins.websocket.probe import Inbox, Opened, close_quietly, finish_reader, open_timed
 
 from .calls import (
     CALLS_TOPIC,
@@ -91,11 +91,7 @@ class LiveChannel:
     async def close(self) -> None:
         if not self.reader.done():
             await close_quietly(self.opened.connection)
-        try:
-            async with asyncio.timeout(1.0):
-                await self.reader
-        except (TimeoutError, asyncio.CancelledError):
-            self.reader.cancel()
+        await finish_reader(self.reader)
 
 
 @dataclass(frozen=True)

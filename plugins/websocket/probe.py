@@ -201,6 +201,15 @@ async def close_quietly(connection: ClientConnection, timeout_s: float = 1.0) ->
             transport.abort()
 
 
+async def finish_reader(reader: asyncio.Task, timeout_s: float = 1.0) -> None:
+    """Let a connection's reader task see the end of its connection; cancel it if it does not."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await reader
+    except (TimeoutError, asyncio.CancelledError):
+        reader.cancel()
+
+
 # -- what arrives on an open connection ---------------------------------------------------
 
 
@@ -380,11 +389,7 @@ async def probe_target(
         elif peer_closed is None:
             # we end it with a normal close, so a close code in the row is always the peer's
             await close_quietly(connection)
-        try:
-            async with asyncio.timeout(1.0):
-                await reader
-        except TimeoutError:
-            reader.cancel()
+        await finish_reader(reader)
     row["heartbeats"] = len(inbox.heartbeats)
     row["max_heartbeat_gap_s"] = inbox.max_heartbeat_gap_s(until=observed_until)
     row["large_messages"] = inbox.large_messages

@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from agentd.errors import ProbeError, UsageError
 from agentd.tls import client_context
 
-from .probe import GENESYS_PING, Inbox, check_url, close_quietly, open_timed, summarize_rtts
+from .probe import GENESYS_PING, Inbox, check_url, close_quietly, finish_reader, open_timed, summarize_rtts
 
 
 @dataclass(frozen=True)
@@ -204,11 +204,7 @@ async def _ping_until_drop(connection, deadline, interval_s, pong_timeout_s, gen
     finally:
         if not reader.done():
             await close_quietly(connection)
-            try:
-                async with asyncio.timeout(1.0):
-                    await reader
-            except TimeoutError:
-                reader.cancel()
+            await finish_reader(reader)
 
 
 def render_summary(summary: ProbeSummary, out: Callable[[str], None] = print) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentd import hookimpl
 from agentd.checks import Check, CheckContext, Outcome, Plan
@@ -30,10 +30,14 @@ from agentd.tls import client_context
 from agentd_plugins.ice import IceSettings, turn_endpoints
 from agentd_plugins.ice.probes import Allocation, turn_allocation
 
-from .engine import CLOSE_TIMEOUT_S, PathRun, ProbePlan, RelayTarget, run_media_path
 from .quality import e_model, interarrival_jitter, longest_run, one_crossing_loss, percentile
 
+if TYPE_CHECKING:
+    from .engine import PathRun, RelayTarget
+
 TRANSPORTS = ("udp", "tcp", "tls")
+CLOSE_ALLOWANCE_S = 1.0
+"""Closing both peers (engine.CLOSE_TIMEOUT_S); the engine imports aiortc, so it loads on first use."""
 SERIES_MAX_POINTS = 300
 
 
@@ -60,7 +64,7 @@ def agentd_collect_checks(plan: Plan):
     ice: IceSettings = plan.config.section("ice")
     duration = _duration(media, plan.profile)
     # allocation + up to three connections + probing + late echoes + closing, with room
-    budget = ice.timeout_s + len(TRANSPORTS) * media.connect_timeout_s + duration + 0.5 + CLOSE_TIMEOUT_S + 0.5
+    budget = ice.timeout_s + len(TRANSPORTS) * media.connect_timeout_s + duration + 0.5 + CLOSE_ALLOWANCE_S + 0.5
     return [
         Check(
             "media.path",
@@ -86,6 +90,8 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
             "no turn:/turns: url in [[ice.servers]]: nothing to relay media through",
             details={"reason": "not_configured", "attempts": []},
         )
+    from .engine import ProbePlan, run_media_path  # aiortc: only when a media check runs
+
     plan = ProbePlan(duration_s=_duration(media, ctx.plan.profile), interval_ms=media.interval_ms, connect_timeout_s=media.connect_timeout_s)
     ctx.note("allocating on the TURN server")
     # every transport at once: a blackholed one costs its deadline once, not three times
@@ -98,7 +104,7 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
         )
     )
     attempts: list[dict[str, Any]] = []
-    run: PathRun | None = None
+    run: "PathRun | None" = None
     not_configured = [t for t in TRANSPORTS if not candidates[t]]
     for transport in TRANSPORTS:
         if not candidates[transport]:
@@ -130,7 +136,9 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
     return measured_outcome(run, attempts, media, not_configured=not_configured)
 
 
-def _target(endpoint, allocation: Allocation, ice: IceSettings) -> RelayTarget:
+def _target(endpoint, allocation: Allocation, ice: IceSettings) -> "RelayTarget":
+    from .engine import RelayTarget
+
     url = endpoint.url
     tls = url.transport == "tls"
     return RelayTarget(
@@ -165,7 +173,7 @@ def _blocked(attempts: list[dict[str, Any]], not_configured: list[str]) -> Outco
 # -- figures ------------------------------------------------------------------------------------
 
 
-def measured_outcome(run: PathRun, attempts: list[dict[str, Any]], media: MediaSettings, *, not_configured: list[str] = ()) -> Outcome:
+def measured_outcome(run: "PathRun", attempts: list[dict[str, Any]], media: MediaSettings, *, not_configured: list[str] = ()) -> Outcome:
     """Metrics, details and status from one successful media run (pure: no I/O)."""
     records = run.records
     sent = len(records)

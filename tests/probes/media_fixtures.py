@@ -58,11 +58,15 @@ def lab_runner(netlab, env: dict[str, str]) -> Callable[..., subprocess.Complete
 
 
 def relay_ports(server: Coturn) -> list[int]:
-    """The relay sockets coturn holds open now (UDP ports of its relay range)."""
+    """The relay sockets coturn holds open now: UDP ports of its relay range, minus its own
+    listening ports (picked free from the kernel's ephemeral range, which overlaps)."""
     import psutil
 
     pid = int((server.folder / "turn.pid").read_text())
-    return sorted(c.laddr.port for c in psutil.Process(pid).net_connections(kind="udp") if 49152 <= c.laddr.port <= 59999)
+    listening = {server.port, server.alt_port, server.tls_port, server.tls_port + 1}
+    return sorted(
+        {c.laddr.port for c in psutil.Process(pid).net_connections(kind="udp") if 49152 <= c.laddr.port <= 59999} - listening
+    )
 
 
 async def relays_gone(server: Coturn, limit_s: float = 3.0) -> list[int]:

@@ -6,6 +6,8 @@ agentd runs as a process inside the agent namespace, as it would on the agent's 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.probes.media_fixtures import lab_runner, media_check, media_config
@@ -29,6 +31,8 @@ def test_udp_dropped_at_the_router_media_runs_over_tcp_and_says_so(netlab, lab_c
     # the UDP allocation's deadline, then a TCP connection and one second of probes
     assert row["duration_ms"] < 5000
     assert proc.returncode == 0, proc.stderr[-2000:]
+    verdicts = {v["code"]: v for v in json.loads(proc.stdout)["verdicts"]}
+    assert "check:media.path" in verdicts["network.turn_tcp_fallback"]["evidence"]
 
 
 def test_ten_percent_udp_loss_each_way_is_the_softphones_round_trip_loss(netlab, lab_coturn, agentd_env):

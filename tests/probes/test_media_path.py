@@ -83,14 +83,17 @@ async def test_blackholed_relay_fails_within_its_deadline_and_nothing_hangs(agen
     )
 
     started = time.monotonic()
-    result = (await run_checks(config, "media.path"))["media.path"]
+    found = await run_checks(config, "media.path")
     elapsed = time.monotonic() - started
+    result = found["media.path"]
 
     assert result.status is Status.FAIL and result.details["reason"] == "timeout", result.summary
     assert result.details["transport"] is None
     assert [a["transport"] for a in result.details["attempts"]] == ["udp", "tcp"]
     # both allocations wait at once, under [ice] timeout_s (2 s): not aioice's 63.5 s, not 2 x 2 s
     assert elapsed < 3.0, elapsed
+    blocked = [v for v in found["_report"].verdicts if v.code == "network.media_blocked"]
+    assert blocked and "check:media.path" in blocked[0].evidence
 
 
 async def test_closed_port_fails_fast_as_refused(agentd_env, coturn, closed_port):

@@ -101,9 +101,9 @@ def endpoints(settings: IceSettings, *, file: str | None = None) -> list[IceEndp
 
 
 def stun_endpoints(settings: IceSettings) -> list[IceEndpoint]:
-    """Urls a STUN binding can go to: stun: urls (turn servers answer bindings too, but
-    only the stun: urls are the ones the browser asks for its server-reflexive address)."""
-    return [e for e in endpoints(settings) if e.url.scheme == "stun"]
+    """Urls a STUN binding can go to: stun: and stuns: urls (turn servers answer bindings
+    too, but the stun urls are the ones the browser asks for its server-reflexive address)."""
+    return [e for e in endpoints(settings) if e.url.scheme in ("stun", "stuns")]
 
 
 def turn_endpoints(settings: IceSettings, transport: str) -> list[IceEndpoint]:

@@ -53,7 +53,7 @@ def _one_line(binding: Binding) -> str:
 async def run_stun(ctx: CheckContext) -> Outcome:
     settings: IceSettings = ctx.section("ice")
     if not stun_endpoints(settings):
-        return Outcome.skipped("no stun: url in [[ice.servers]]", details={"reason": "not_configured", "bindings": []})
+        return Outcome.skipped("no stun: or stuns: url in [[ice.servers]]", details={"reason": "not_configured", "bindings": []})
     ctx.note("STUN bindings")
     bindings = await ctx.memo("ice.stun.bindings", lambda: collect_bindings(settings))
     details: dict = {"bindings": [b.to_dict() for b in bindings]}

@@ -216,3 +216,14 @@ async def test_stun_answer_without_mapped_address_is_protocol(agentd_env):
     assert stun_check.status is Status.FAIL
     assert stun_check.details["reason"] == "protocol", stun_check.details
     assert "mapped address" in stun_check.summary
+
+
+async def test_stuns_binding_over_tls_uses_the_configured_ca(agentd_env, coturn):
+    stuns = f'[[ice.servers]]\nurls = ["stuns:127.0.0.1:{coturn.tls_port}"]\n'
+    config = agentd_env.write_config(config_text(f'[ice]\nca_file = "{coturn.certs.ca}"\n' + stuns))
+    trusted = (await run_checks(config, "stun"))["stun"]
+    assert trusted.status is Status.PASS, trusted.summary
+    assert [(b["transport"], b["ok"]) for b in trusted.details["bindings"]] == [("tls", True)]
+    config = agentd_env.write_config(config_text(stuns))
+    untrusted = (await run_checks(config, "stun"))["stun"]
+    assert untrusted.status is Status.FAIL and untrusted.details["reason"] == "tls_untrusted"

@@ -140,6 +140,13 @@ class Delivery:
             return outcomes
 
     async def _deliver_one(self, entry: SpoolEntry, down: dict[str, str]) -> DeliveryOutcome:
+        waiting_only = [s for s in self.sinks if s.name not in entry.acked]
+        if waiting_only and all(s.name in down for s in waiting_only):  # nothing to try: do not even read it
+            return DeliveryOutcome(
+                entry.report_id,
+                already=tuple(s.name for s in self.sinks if s.name in entry.acked),
+                failed={s.name: down[s.name] for s in waiting_only},
+            )
         try:
             payload = entry.read()
             report = Report.from_json(payload)

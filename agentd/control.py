@@ -10,7 +10,8 @@ The protocol, one JSON object per line each way. A request names an ``op``:
 - ``{"op": "status"}`` → ``{"ok": true, "status": {...}}``
 - ``{"op": "check", "profile": "preshift", "only": [], "deadline_s": null, "config": PATH,
   "upload": false}`` → progress events ``{"event": "started"|"note"|"finished", ...}``,
-  then ``{"event": "report", "report": {...agentd.report/1...}}``
+  with ``upload`` a ``{"event": "delivered", "summary": ...}``, then
+  ``{"event": "report", "report": {...agentd.report/1...}}``
 - ``{"op": "last_report"}`` → ``{"ok": true, "report": {...}}`` (or ``ok: false``)
 - ``{"op": "mute", "args": ["on"]}`` → runs the plugin command ``mute`` in the daemon:
   ``{"ok": true, "exit_code": N, "output": "..."}``
@@ -28,6 +29,7 @@ import os
 import socket
 import stat
 import struct
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
@@ -175,11 +177,15 @@ class ControlServer:
             self._clients.add(task)
         try:
             allowed, why = self._allowed(writer)
+            try:  # read the request either way: answering before it is read races the sender
+                async with asyncio.timeout(5.0):
+                    line = await reader.readline()
+            except TimeoutError:
+                line = b""
             if not allowed:
                 log.warning("control connection refused", reason=why)
                 await _send(writer, {"ok": False, "error": "permission denied: not the daemon's user or group"})
                 return
-            line = await reader.readline()
             if not line:
                 return
             try:
@@ -233,8 +239,14 @@ class ControlServer:
         def on_event(event: RunnerEvent) -> None:
             queue.put_nowait(event_to_wire(event))
 
+        def on_delivered(summary: str) -> None:
+            queue.put_nowait({"event": "delivered", "summary": summary})
+
         run = asyncio.ensure_future(
-            daemon.run_check(profile, trigger="control", on_event=on_event, only=only, deadline_s=deadline, upload=bool(request.get("upload")))
+            daemon.run_check(
+                profile, trigger="control", on_event=on_event, only=only, deadline_s=deadline,
+                upload=bool(request.get("upload")), on_delivered=on_delivered,
+            )
         )
         try:
             while True:
@@ -318,6 +330,8 @@ class ControlClient:
                     yield message
         except TimeoutError:
             raise ControlError(f"the daemon did not finish within {timeout_s:g} s") from None
+        except ConnectionError as exc:
+            raise ControlError(f"the daemon closed the connection: {exc}") from None
         finally:
             writer.close()
 
@@ -347,6 +361,9 @@ class ControlClient:
         configuration file than the one asked for (the caller then runs in-process)."""
         request = {"op": "check", "profile": profile, "only": only, "deadline_s": deadline_s, "config": config, "upload": upload}
         async for message in self.stream(request, timeout_s=timeout_s):
+            if message.get("event") == "delivered":  # --upload: the daemon says what it did
+                print(f"agentd: {message.get('summary')} (by the daemon)", file=sys.stderr)
+                continue
             if "event" in message and message["event"] != "report":
                 event = event_from_wire(message)
                 if event is not None and on_event is not None:

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Coroutine, Iterable
+from typing import Any, Awaitable, Callable, Coroutine, Iterable
 
 import structlog
 
@@ -69,6 +69,12 @@ class DaemonSettings:
     )
     hook_timeout_s: float = field(
         default=5.0, metadata={"help": "deadline of each plugin's daemon start-up hook", "min": 0.1, "max": 120}
+    )
+    flush_interval_s: float = field(
+        default=900.0, metadata={"help": "how often reports still in the spool are offered to their sinks again", "min": 10, "max": 86400}
+    )
+    flush_timeout_s: float = field(
+        default=300.0, metadata={"help": "deadline of one flush of the spool while running", "min": 1, "max": 3600}
     )
 
 
@@ -145,6 +151,7 @@ class Daemon:
         only: Iterable[str] = (),
         deadline_s: float | None = None,
         upload: bool = False,
+        on_delivered: Callable[[str], None] | None = None,
     ) -> Report:
         """One check run at a time (probes of two runs would disturb each other's figures).
 
@@ -153,13 +160,20 @@ class Daemon:
         (finished checks as they ended, the others as errors)."""
         assert self._run_lock is not None
         async with self._run_lock:
-            job = asyncio.ensure_future(self._run_job(profile, trigger, on_event, list(only), deadline_s, upload))
+            job = asyncio.ensure_future(self._run_job(profile, trigger, on_event, list(only), deadline_s, upload, on_delivered))
             self._jobs.add(job)
             job.add_done_callback(self._jobs.discard)
             return await asyncio.shield(job)
 
     async def _run_job(
-        self, profile: str, trigger: str, on_event: EventCallback | None, only: list[str], deadline_s: float | None, upload: bool
+        self,
+        profile: str,
+        trigger: str,
+        on_event: EventCallback | None,
+        only: list[str],
+        deadline_s: float | None,
+        upload: bool,
+        on_delivered: Callable[[str], None] | None = None,
     ) -> Report:
         started = time.monotonic()
         titles: dict[str, str] = {}
@@ -195,7 +209,9 @@ class Daemon:
                  "failed": [c.id for c in report.checks if c.status.blocks_readiness]},
             )
         if trigger == "schedule" or upload:
-            await self._deliver(report)
+            said = await self._deliver(report)
+            if on_delivered is not None:
+                on_delivered(said)
         self.notifier.status(self._status_line())
         return report
 
@@ -213,24 +229,26 @@ class Daemon:
         )
         return self.app.correlate(report)
 
-    async def _deliver(self, report: Report) -> None:
-        """Through agentd.delivery (issue 6) when it exists, else a file in the state directory."""
+    async def _deliver(self, report: Report) -> str:
+        """Through agentd.delivery (spool, then sinks) when it is there, else a file in
+        the state directory. Returns one line saying what happened."""
         delivery = _delivery_module()
         deliver = getattr(delivery, "deliver_report", None) if delivery else None
         if deliver is not None:
             try:
-                result = deliver(self.app, report)
-                if inspect.isawaitable(result):
-                    await result
-                return
+                outcome = await deliver(self.app, report)
+                describe = getattr(delivery, "describe", None)
+                return describe(outcome) if describe else f"report {report.id} delivered"
             except Exception as exc:  # delivery keeps its own spool; the report is also kept below
                 log.error("report delivery failed", report=report.id, error=f"{type(exc).__name__}: {exc}")
         folder = paths.state_dir() / "reports"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             _write_atomic(folder / f"{report.id}.json", report.to_json() + "\n")
+            return f"report {report.id} written to {folder}"
         except OSError as exc:
             log.error("report not written", folder=str(folder), error=exc.strerror)
+            return f"report {report.id} not delivered: {exc.strerror}"
 
     async def _scheduled(self, due: DueRun) -> None:
         log.info("scheduled check", slot=isoformat(due.slot), missed=due.missed, profile=due.profile)
@@ -363,11 +381,18 @@ class Daemon:
         interval = watchdog_interval_s()
         if interval is not None:
             self.spawn(self._watchdog(interval), name="watchdog")
+        if _delivery_module() is not None:  # reports a sink did not take yet: at start, then now and then
+            self.spawn(self._flush_now_and_then(), name="spool.flush")
         self.notifier.ready(self._status_line())
         log.info("daemon ready", pid=os.getpid(), control=str(self._control.path))
 
         await self._stop.wait()
         return await self._shutdown()
+
+    async def _flush_now_and_then(self) -> None:
+        while True:
+            await self._flush_spool(self.settings.flush_timeout_s)
+            await asyncio.sleep(self.settings.flush_interval_s)
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -524,11 +549,16 @@ async def check_through_daemon(args: argparse.Namespace, on_event: EventCallback
 
     # a file named on purpose (--config, $AGENTD_CONFIG) must be the daemon's; else the daemon's own is used
     path, explicit = config_mod.locate(getattr(args, "config", None))
-    return await client.check(
+    upload = bool(getattr(args, "upload", False))
+    report = await client.check(
         profile=args.profile,
         only=list(args.only or []),
         deadline_s=args.deadline,
         config=str(path) if path and explicit else None,
-        upload=bool(getattr(args, "upload", False)),
+        upload=upload,
         on_event=on_event,
     )
+    if report is not None and upload:
+        # the daemon delivered it, with the service's own credentials: the CLI must not again
+        args.upload = False
+    return report

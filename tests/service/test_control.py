@@ -60,12 +60,12 @@ def test_agentd_check_gives_the_same_report_through_the_daemon_and_in_process(st
     assert a["ready"] == b["ready"] is False
     assert a["id"] != b["id"]
     # it really went through the daemon: the daemon holds it as its last report, in its timeline too
-    status = json.loads(service_env.run("status", "--json").stdout)
+    import asyncio
+
+    status = asyncio.run(ControlClient(service_env.root / "run" / "control.sock").status())
     assert status["last_report"]["id"] == b["id"]
     assert status["timeline"]["events"] >= 2  # svc.started + check.report
     # and the last report can be asked for
-    import asyncio
-
     answer = asyncio.run(ControlClient(service_env.root / "run" / "control.sock").request({"op": "last_report"}))
     assert answer["report"]["id"] == b["id"]
     assert daemon.stop() == 0
@@ -78,7 +78,9 @@ def test_a_daemon_with_another_config_file_is_not_used(start_daemon, service_env
     other.write_text(base_config(service_env.plugin_dir))
     done = service_env.run("check", "--json", "--config", str(other), "--only", "svc.pass", timeout=60)
     assert done.returncode == 0, done.stderr
-    status = json.loads(service_env.run("status", "--json").stdout)
+    import asyncio
+
+    status = asyncio.run(ControlClient(service_env.root / "run" / "control.sock").status())
     assert status["last_report"] is None  # ran in-process, not in the daemon
     assert daemon.stop() == 0
 
@@ -90,8 +92,11 @@ def test_unknown_and_malformed_requests_get_a_clear_error(start_daemon, service_
     _ready(daemon)
     client = ControlClient(service_env.root / "run" / "control.sock")
     assert "unknown op" in asyncio.run(client.request({"op": "reboot"}))["error"]
+    # mute is delegated to the plugin command `agentd mute`: here it has no credentials (exit 2)
     answer = asyncio.run(client.request({"op": "mute", "args": ["on"]}))
-    assert answer["ok"] is False and "mute" in answer["error"]  # no plugin provides it here
+    assert answer["ok"] is True and answer["exit_code"] == 2 and answer["error"], answer
+    answer = asyncio.run(client.request({"op": "mute", "args": ["sideways"]}))
+    assert answer["ok"] is False and "invalid choice" in answer["error"], answer
     import socket
 
     with socket.socket(socket.AF_UNIX) as sock:
@@ -171,4 +176,18 @@ def test_another_user_without_group_access_is_refused(start_daemon, service_env,
     answer = _as_nobody(sock)
     assert answer == {"ok": False, "error": "permission denied: not the daemon's user or group"}
     assert "control connection refused" in daemon.stderr()
+    assert daemon.stop() == 0
+
+
+def test_check_upload_through_the_daemon_is_delivered_once_by_the_daemon(start_daemon, service_env):
+    daemon = start_daemon()
+    _ready(daemon)
+    done = service_env.run("check", "--json", "--upload", "--only", "svc.pass", timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    said = [line for line in done.stderr.splitlines() if line.startswith("agentd: report")]
+    assert len(said) == 1 and report["id"] in said[0] and said[0].endswith("(by the daemon)"), done.stderr
+    # the default file sink (in the state directory) holds it: delivered by the daemon
+    stored = [p for p in (service_env.root / "state").rglob(f"*{report['id']}*") if "spool" not in p.parts]
+    assert stored, sorted(str(p) for p in (service_env.root / "state").rglob("*"))
     assert daemon.stop() == 0

@@ -10,9 +10,23 @@ from .conftest import base_config
 
 
 def _status(service_env) -> dict:
-    done = service_env.run("status", "--json", timeout=20)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout)
+    """The daemon's status over its socket (in-process: polling through the CLI costs a start-up each)."""
+    import asyncio
+
+    from agentd.control import ControlClient
+
+    return asyncio.run(ControlClient(service_env.root / "run" / "control.sock").status())
+
+
+def test_agentd_status_prints_the_daemon_state(start_daemon, service_env):
+    daemon = start_daemon()
+    assert daemon.notify.wait_for("READY=1", timeout_s=3.0) is not None, daemon.stderr()
+    done = service_env.run("status", timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert f"pid {daemon.proc.pid}" in done.stdout and "schedule: none" in done.stdout and "timeline:" in done.stdout
+    as_json = json.loads(service_env.run("status", "--json", timeout=20).stdout)
+    assert as_json["pid"] == daemon.proc.pid and as_json["config"] == str(service_env.config_file)
+    assert daemon.stop() == 0
 
 
 def test_ready_within_3s_and_sigterm_exits_0_within_5s(start_daemon, service_env):

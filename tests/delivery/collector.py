@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,12 +39,13 @@ class Collector:
     rejected: list[str] = field(default_factory=list)
     in_flight: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    tls: "ssl.SSLContext | None" = None
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/agentd/reports"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/agentd/reports"
 
     def set(self, mode: str) -> None:
         """Switch behaviour; ``down`` closes the listening socket (connection refused)."""
@@ -91,6 +93,8 @@ class Collector:
                     pass  # the client was killed while we held the answer
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="collector", daemon=True).start()
 

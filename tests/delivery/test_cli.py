@@ -82,3 +82,16 @@ def test_help_of_the_new_options(agentd_env):
     assert "--html" in agentd_env.run("diagnose", "--help").stdout
     for action in ("list", "show", "resend", "flush"):
         assert agentd_env.run("reports", action, "--help").returncode == 0
+
+
+def test_s3_without_boto3_is_a_clear_configuration_error(agentd_env):
+    import subprocess
+    import sys
+
+    agentd_env.write_config(BASE + '[sinks.s3]\nbucket = "agentd-reports"\n')
+    # boto3 made unimportable in that process only, as on a PC without the `s3` extra
+    code = "import sys; sys.modules['boto3'] = None; from agentd.cli import main; sys.exit(main(['reports', 'list']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=agentd_env.env, timeout=60)
+    assert result.returncode == 2
+    assert "sinks.s3" in result.stderr and "pip install 'agentd[s3]'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -95,6 +95,27 @@ async def test_http_times_out_on_a_server_that_accepts_and_never_answers():
         assert caught.value.retryable and time.monotonic() - started < 2.5
 
 
+async def test_http_over_tls_with_a_private_ca(tmp_path):
+    import ssl
+
+    from agentd.testing.certs import make_certificates
+
+    certs = make_certificates(tmp_path / "certs")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.cert, certs.key)
+    collector = Collector(tls=context)
+    collector.set("up")
+    try:
+        report = make_report(9)
+        await HttpSink(HttpSinkSettings(url=collector.url, ca_file=certs.ca)).deliver(report, payload_of(report))
+        assert collector.url.startswith("https://") and report.id in collector.stored
+        untrusting = HttpSink(HttpSinkSettings(url=collector.url, retries=0))  # the system store lacks the test CA
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            await untrusting.deliver(make_report(10), payload_of(make_report(10)))
+    finally:
+        collector.close()
+
+
 def test_backoff_grows_with_jitter_and_stays_under_the_cap():
     waits = [backoff(attempt, 0.5, 4.0) for attempt in range(8) for _ in range(20)]
     assert all(0 < w <= 4.0 for w in waits)

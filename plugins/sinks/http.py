@@ -63,6 +63,10 @@ class HttpSink:
 
     def __init__(self, settings: HttpSinkSettings) -> None:
         self.settings = settings
+        parts = urlsplit(settings.url)
+        # the URL as messages show it: never with user:password@ from the configuration
+        host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+        self.where = parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")).geturl() if host else settings.url
 
     def headers(self, report: Report, payload: bytes) -> dict[str, str]:
         headers = {
@@ -96,14 +100,14 @@ class HttpSink:
                     last = f"HTTP {status} {response.reason_phrase}".strip()
                     if status not in RETRY_STATUSES:
                         hint = " (check [sinks.http] token / hmac_key)" if status in (401, 403) else ""
-                        raise DeliveryError(f"collector {s.url} refused report {report.id}: {last}{hint}", retryable=False)
+                        raise DeliveryError(f"collector {self.where} refused report {report.id}: {last}{hint}", retryable=False)
                     wait = retry_after(response.headers.get("Retry-After"))
                 if attempt == s.retries:
                     break
                 delay = backoff(attempt, s.backoff_s, s.max_backoff_s) if wait is None else min(wait, s.max_backoff_s)
-                log.info("collector not ready; retrying", url=s.url, report=report.id, error=last, in_s=round(delay, 2))
+                log.info("collector not ready; retrying", url=self.where, report=report.id, error=last, in_s=round(delay, 2))
                 await asyncio.sleep(delay)
-        raise DeliveryError(f"collector {s.url} did not take report {report.id} after {s.retries + 1} attempt(s): {last}")
+        raise DeliveryError(f"collector {self.where} did not take report {report.id} after {s.retries + 1} attempt(s): {last}")
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:

@@ -77,7 +77,19 @@ def choose_call(calls: list[AgentCall], conversation_id: str | None) -> AgentCal
 
 
 async def change_mute(client: GenesysClient, action: str, *, conversation_id: str | None, timeout_s: float, say=print) -> MuteResult:
-    """Mute, unmute or toggle the agent's call and confirm it; raises :class:`MuteFailed`."""
+    """Mute, unmute or toggle the agent's call and confirm it; raises :class:`MuteFailed`.
+
+    Everything (finding the call, the PATCH with its 429 back-off, the confirmation) ends
+    by ``timeout_s``.
+    """
+    try:
+        async with asyncio.timeout(timeout_s + 0.5):  # the steps keep their own share; this is the backstop
+            return await _change_mute(client, action, conversation_id=conversation_id, timeout_s=timeout_s, say=say)
+    except TimeoutError:
+        raise MuteFailed(f"the mute change did not complete within {timeout_s:g} s") from None
+
+
+async def _change_mute(client: GenesysClient, action: str, *, conversation_id: str | None, timeout_s: float, say) -> MuteResult:
     started = time.monotonic()
     deadline = started + timeout_s
 
@@ -128,8 +140,12 @@ async def change_mute(client: GenesysClient, action: str, *, conversation_id: st
         while True:
             try:
                 patched = True  # from here a matching notification confirms (it may beat the PATCH's answer)
-                await set_muted(client, call, want)
+                # the client backs off on 429 (Retry-After) within its own budget; ours is shorter
+                async with asyncio.timeout(max(0.05, left())):
+                    await set_muted(client, call, want)
                 break
+            except TimeoutError:
+                raise MuteFailed(f"no answer to the mute request within {timeout_s:g} s (rate limited or slow API)") from None
             except Conflict:
                 patched = False
                 conflicts += 1

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import structlog
 from websockets.client import backoff
 
-from agentd.errors import AgentdError, GenesysError, NotFound, ProbeError
+from agentd.errors import GenesysError, NotFound, ProbeError
 from agentd.model import isoformat, utcnow
 from agentd.tls import client_context
 from agentd_plugins.genesys.client import GenesysClient
@@ -223,7 +223,9 @@ class NotificationsMonitor:
                 if channel is not None and self._expiring(channel):
                     channel = None
                 live = await self._connect(channel, topics, user_id)
-            except (GenesysError, ProbeError) as exc:
+            except Exception as exc:  # GenesysError, ProbeError, or a bug: the monitor outlives one bad answer
+                if not isinstance(exc, (GenesysError, ProbeError)):
+                    log.error("notifications monitor: unexpected error", error=f"{type(exc).__name__}: {exc}")
                 if isinstance(exc, NotFound) or (isinstance(exc, ProbeError) and exc.details.get("handshake_status") in (400, 404)):
                     channel = None  # the channel is gone: the next attempt makes a new one
                 self.last_error = str(exc)
@@ -240,8 +242,8 @@ class NotificationsMonitor:
             delays = self._delays()
             try:
                 await self.resync(user_id)
-            except AgentdError as exc:
-                log.warning("cannot re-read the call state", error=str(exc))
+            except Exception as exc:  # AgentdError mostly; the socket is up, the next reconnect re-reads again
+                log.warning("cannot re-read the call state", error=f"{type(exc).__name__}: {exc}")
             self.connected.set()
             await self._notify()
             try:

@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
+import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from agentd.errors import ProbeError
 from agentd.net import resolve
 from agentd.tls import peek_certificate
+
+log = structlog.get_logger("agentd.websocket")
 
 ABNORMAL_CLOSURE = 1006
 """RFC 6455: the connection ended without a close frame (TCP reset, EOF, a dead path)."""
@@ -269,7 +272,10 @@ class Inbox:
                         waiter.set_result(now)
                         break
         if self.on_message is not None:
-            self.on_message(data)
+            try:
+                self.on_message(data)
+            except Exception as exc:  # one odd event must not end the reader (it would look like a drop)
+                log.warning("a WebSocket message could not be handled", error=f"{type(exc).__name__}: {exc}")
 
     def expect_pong(self) -> asyncio.Future:
         waiter = asyncio.get_running_loop().create_future()

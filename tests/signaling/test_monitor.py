@@ -187,3 +187,15 @@ async def test_recorded_drops_become_evidence_of_a_full_run(agentd_env):
     assert str(paths.state_dir()) in str(default_path())  # the test's own state folder, not the machine's
     none = await app.collect_evidence(EvidenceRequest(config=app.config, profile="preshift"))
     assert not [e for e in none if e.kind == "signaling.websocket_drop"]
+
+
+async def test_odd_events_do_not_end_the_connection(fake_genesys):
+    fake_hub = hub(fake_genesys)
+    async with agent_client(fake_genesys) as client, running(NotificationsMonitor(client, settings=FAST)) as monitor:
+        topic = f"v2.users.{AGENT_USER_ID}.conversations.calls"
+        for body in ([1, 2], {"id": 7, "participants": "none"}, {"participants": [{"user": "x"}]}, "text"):
+            fake_genesys.state.emit(topic, body)  # what a broken or future service might send
+        cid, _ = add_live_call(fake_genesys.state)
+        fake_hub.publish_call(cid)
+        assert await monitor.wait_for(lambda m: cid in m.calls, 3)
+        assert monitor.reconnects == 0 and fake_hub.connections == 1

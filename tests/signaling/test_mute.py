@@ -159,3 +159,14 @@ def test_mute_help_says_it_applies_per_call(agentd_env):
     agentd_env.write_config("")
     done = agentd_env.run("mute", "--help")
     assert done.returncode == 0 and "per call" in done.stdout
+
+
+async def test_429_beyond_the_deadline_fails_in_time(fake_genesys):
+    add_live_call(fake_genesys.state)
+    fake_genesys.state.inject(r"/participants/", status=429, retry_after="30", times=5, method="PATCH")
+    started = asyncio.get_running_loop().time()
+    async with agent_client(fake_genesys) as client:
+        with pytest.raises(MuteFailed) as failed:
+            await change_mute(client, "on", conversation_id=None, timeout_s=1.0)
+    assert asyncio.get_running_loop().time() - started < 3.0
+    assert failed.value.code == 1 and "within 1 s" in str(failed.value)

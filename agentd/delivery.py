@@ -359,7 +359,7 @@ def describe(outcome: DeliveryOutcome) -> str:
         parts.append(f"already at {', '.join(outcome.already)}")
     for sink, why in outcome.failed.items():
         parts.append(f"{sink}: {why}")
-    state = "done" if outcome.left_spool else "kept in the spool"
+    state = "done" if outcome.left_spool else ("not delivered" if "spool" in outcome.failed else "kept in the spool")
     return f"report {outcome.report_id}: {'; '.join(parts) or 'nothing to do'} ({state})"
 
 
@@ -367,8 +367,8 @@ async def upload(app: App, report: Report) -> DeliveryOutcome:
     """What ``--upload`` does: spool the report, flush the spool; say what happened on stderr."""
     try:
         outcome = await Delivery.from_app(app).submit(report)
-    except DeliveryError as exc:
-        outcome = DeliveryOutcome(report.id, failed={"spool": str(exc)})
+    except (DeliveryError, OSError) as exc:  # an unwritable state folder must not cost the printed report
+        outcome = DeliveryOutcome(report.id, failed={"spool": _why(exc)})
     print(f"agentd: {describe(outcome)}", file=sys.stderr)
     return outcome
 
@@ -378,9 +378,9 @@ async def deliver_report(app: App, report: Report) -> DeliveryOutcome:
     ``--upload``, but logged instead of printed."""
     try:
         outcome = await Delivery.from_app(app).submit(report)
-    except DeliveryError as exc:
-        log.error("report not spooled", report=report.id, error=str(exc))
-        return DeliveryOutcome(report.id, failed={"spool": str(exc)})
+    except (DeliveryError, OSError) as exc:
+        log.error("report not spooled", report=report.id, error=_why(exc))
+        return DeliveryOutcome(report.id, failed={"spool": _why(exc)})
     if outcome.failed:
         log.warning("report kept in the spool", report=report.id, failed=outcome.failed)
     return outcome
@@ -389,3 +389,9 @@ async def deliver_report(app: App, report: Report) -> DeliveryOutcome:
 async def flush_spool(app: App) -> list[DeliveryOutcome]:
     """Deliver what is pending (the daemon calls it at start-up and before it stops)."""
     return await Delivery.from_app(app).flush()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot write the spool: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
+    return str(exc)

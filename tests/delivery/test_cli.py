@@ -95,3 +95,13 @@ def test_s3_without_boto3_is_a_clear_configuration_error(agentd_env):
     assert result.returncode == 2
     assert "sinks.s3" in result.stderr and "pip install 'agentd[s3]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unwritable_spool_still_prints_the_report(agentd_env, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the spool folder should be")
+    agentd_env.write_config(BASE + f'[spool]\npath = "{blocker}/spool"\n')
+    result = agentd_env.run("check", "--only", "host", "--no-daemon", "--json", "--upload")
+    assert result.returncode in (0, 1), result.stderr
+    assert json.loads(result.stdout)["checks"][0]["id"] == "host"
+    assert "cannot write the spool" in result.stderr and "(not delivered)" in result.stderr

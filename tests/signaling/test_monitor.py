@@ -199,3 +199,52 @@ async def test_odd_events_do_not_end_the_connection(fake_genesys):
         fake_hub.publish_call(cid)
         assert await monitor.wait_for(lambda m: cid in m.calls, 3)
         assert monitor.reconnects == 0 and fake_hub.connections == 1
+
+
+async def test_agentd_run_keeps_the_channel_and_records_into_its_timeline(fake_genesys, agentd_env):
+    """The real daemon (`agentd run`, a process) starts the monitor through its hook."""
+    import sys
+
+    from agentd.timeline import default_path
+
+    fake_hub = hub(fake_genesys)
+    agentd_env.write_config(
+        agent_config(fake_genesys) + "[notifications]\nbackoff_min_s = 0.1\nbackoff_max_s = 0.5\n[websocket]\ngenesys_channel = false\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agentd", "run",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=agentd_env.env, cwd=agentd_env.root,
+    )
+
+    async def until(predicate, timeout_s: float = 15.0) -> bool:
+        for _ in range(int(timeout_s / 0.05)):
+            if predicate():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    try:
+        assert await until(lambda: fake_hub.connections == 1 and fake_hub.subscribe_requests == 1 and fake_hub.open_sockets())
+        cid, pid = add_live_call(fake_genesys.state)
+        fake_hub.publish_call(cid)
+        await asyncio.sleep(0.2)
+        fake_hub.set_call_state(cid, pid, muted=True)
+        await asyncio.sleep(0.2)
+        assert fake_hub.drop() == 1
+        assert await until(lambda: fake_hub.connections == 2 and fake_hub.subscribe_requests == 2 and fake_hub.open_sockets())
+        await asyncio.sleep(0.3)  # the re-read after the reconnect
+    finally:
+        process.terminate()
+        async with asyncio.timeout(20):
+            _, err = await process.communicate()
+    assert process.returncode == 0, err.decode()[-2000:]
+    timeline = Timeline(default_path(), readonly=True)
+    try:
+        events = timeline.events()
+    finally:
+        timeline.close()
+    kinds = [e["kind"] for e in events]
+    assert kinds[:2] == ["call.start", "mute"], kinds
+    (drop,) = [e["data"] for e in events if e["kind"] == "ws.drop"]
+    assert drop["close_code"] == 1006
+    assert [e["data"]["reason"] for e in events if e["kind"] == "ws.reconnect"] == ["drop"]

@@ -423,10 +423,6 @@ def _error_for(response: httpx.Response, method: str, path: str) -> GenesysError
 # -- tokens for this settings ------------------------------------------------------------
 
 
-class NoCredentials(AuthError):
-    """Neither client credentials nor an ``agentd login`` exist for this configuration."""
-
-
 def no_credentials_message(settings: GenesysSettings) -> str:
     return (
         "no Genesys Cloud credentials: set [genesys] client_id and client_secret, "
@@ -447,7 +443,7 @@ def token_manager(settings: GenesysSettings, client: GenesysClient) -> TokenMana
     use_client = settings.auth == "client_credentials" or (settings.auth == "auto" and settings.has_client_credentials)
     if use_client:
         if not settings.has_client_credentials:
-            raise NoCredentials(no_credentials_message(settings))
+            raise AuthError(no_credentials_message(settings))
         client_id, secret = settings.client_id or "", settings.client_secret
 
         async def fetch_client_credentials() -> AccessToken:
@@ -473,7 +469,7 @@ def user_token_manager(settings: GenesysSettings, client: GenesysClient) -> Toke
         refresh = settings.refresh_token.reveal() if settings.refresh_token else (current.refresh_token if current else None)
         client_id = settings.client_id or (current.client_id if current else None)
         if not refresh or not client_id:
-            raise NoCredentials(no_credentials_message(settings))
+            raise AuthError(no_credentials_message(settings))
         register_secret(refresh)
         token = await client.token_request(
             {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": client_id}, grant="refresh_token"

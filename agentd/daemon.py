@@ -206,7 +206,9 @@ class Daemon:
             self.timeline.record(
                 "check.report",
                 {"id": report.id, "profile": profile, "trigger": trigger, "ready": report.ready,
-                 "failed": [c.id for c in report.checks if c.status.blocks_readiness]},
+                 "failed": [c.id for c in report.checks if c.status.blocks_readiness],
+                 # what correlation reads of earlier probes (plugins/FINDINGS.md, "The local timeline")
+                 "checks": [{"id": c.id, "status": str(c.status), "metrics": c.metrics} for c in report.checks]},
             )
         if trigger == "schedule" or upload:
             said = await self._deliver(report)

@@ -115,3 +115,47 @@ async def test_a_scheduled_check_runs_in_the_daemon_and_its_report_is_delivered(
     history = Timeline(state_dir() / "timeline.sqlite3")
     assert [e["data"]["trigger"] for e in history.events(kinds=["check.report"])] == ["schedule"]
     history.close()
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0 or not __import__("shutil").which("setpriv"), reason="needs root and setpriv")
+def test_a_group_member_reads_the_live_timeline_of_the_service(tmp_path):
+    """As packaged: the service writes with UMask 0027 into a 0750 folder; an agent in the
+    group (here: nobody with a throw-away group) opens it read-only while it is written."""
+    import grp
+    import os
+    import subprocess
+    import sys
+    import uuid
+    from pathlib import Path
+
+    group = f"agentdt{uuid.uuid4().hex[:8]}"
+    folder = Path(f"/tmp/agentd-tl-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    subprocess.run(["groupadd", group], check=True)
+    old_umask = os.umask(0o027)
+    try:
+        gid = grp.getgrnam(group).gr_gid
+        folder.mkdir(mode=0o750)
+        os.chown(folder, 0, gid)
+        writer = Timeline(folder / "timeline.sqlite3")
+        writer.add_sample({"cpu_pct": 42.0})
+        writer.record("ws.drop", {"close_code": 1006})
+        for path in folder.iterdir():
+            os.chown(path, 0, gid)
+        assert oct((folder / "timeline.sqlite3").stat().st_mode & 0o777) == "0o640"
+        probe = (
+            "import json, sys; from pathlib import Path; from agentd.timeline import open_existing; "
+            "t = open_existing(Path(sys.argv[1])); "
+            "print(json.dumps([[s['cpu_pct'] for s in t.host_samples()], [e['kind'] for e in t.events()]]))"
+        )
+        argv = [sys.executable, "-c", probe, str(folder / "timeline.sqlite3")]
+        member = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", f"--groups={gid}", *argv],
+                                capture_output=True, text=True, timeout=30, cwd="/")
+        assert member.returncode == 0 and json.loads(member.stdout) == [[42.0], ["ws.drop"]], member.stderr
+        stranger = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv],
+                                  capture_output=True, text=True, timeout=30, cwd="/")
+        assert stranger.returncode != 0  # not in the group: cannot open it
+        writer.close()
+    finally:
+        os.umask(old_umask)
+        __import__("shutil").rmtree(folder, ignore_errors=True)
+        subprocess.run(["groupdel", group], check=False)

@@ -95,7 +95,7 @@ def tcp_paths_open(findings: Findings) -> list[str]:
                 refs.append(ref_check(media))
     stun = findings.check("stun")
     if stun is not None and any(
-        b.get("ok") is True and b.get("transport") == "tcp" for b in items(stun.details.get("bindings"))
+        b.get("ok") is True and b.get("transport") in TCP_TRANSPORTS for b in items(stun.details.get("bindings"))
     ):
         refs.append(ref_check(stun))
     return list(dict.fromkeys(refs))

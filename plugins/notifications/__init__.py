@@ -15,7 +15,7 @@ from agentd.errors import AuthError, GenesysError, PermissionMissing, ProbeError
 from agentd.tls import client_context
 from agentd_plugins.genesys.client import has_credentials, shared_client
 from agentd_plugins.websocket.check import register_channel_probe
-from agentd_plugins.websocket.probe import empty_row, probe_target
+from agentd_plugins.websocket.probe import empty_row, probe_target, shown_url
 
 from .calls import CALLS_TOPIC, agent_user_id, create_channel, subscribe
 from .evidence import WebsocketDropSource
@@ -138,7 +138,7 @@ async def probe_genesys_channel(ctx, settings, plan) -> dict | None:
         plan,
         ssl_context=client_context(settings.ca_file or genesys.ca_file),
         after_open=after_open,
-        display_url=f"{target} {channel.connect_uri}",
+        display_url=f"{target} {shown_url(channel.connect_uri)}",
     )
     row.update(genesys_channel=True, channel_id=channel.id, subscribed=[topic] if row["reason"] is None else [])
     return row

@@ -59,6 +59,19 @@ def check_url(url: str) -> tuple[str, str, int, bool]:
     return parts.scheme, parts.hostname, port, parts.scheme == "wss"
 
 
+def shown_url(url: str) -> str:
+    """The URL as reports and logs show it: no user info and no query (either may carry a token)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
+
+
 class TimedConnection(ClientConnection):
     """A ClientConnection that notes when its transport is ready (after TLS, before upgrade)."""
 
@@ -92,6 +105,7 @@ async def open_timed(
     status of a refused upgrade).
     """
     _, host, port, secure = check_url(url)
+    where = shown_url(url)
     phases: dict[str, float | None] = {"dns_ms": None, "tcp_ms": None, "tls_ms": None, "upgrade_ms": None}
     started = time.monotonic()
     deadline = started + timeout_s
@@ -102,7 +116,10 @@ async def open_timed(
     def fail(message: str, reason: str, **extra: Any) -> ProbeError:
         return ProbeError(message, reason=reason, details={"phases": dict(phases), **extra})
 
-    found = await resolve(host, port, timeout_s=timeout_s)  # ProbeError dns / ProbeTimeout carry their reason
+    try:
+        found = await resolve(host, port, timeout_s=timeout_s)
+    except ProbeError as exc:  # dns, or timeout: the reason stays, the message names the target
+        raise ProbeError(f"{where}: {exc}", reason=exc.reason, details={"phases": dict(phases)}) from None
     phases["dns_ms"] = round(found.elapsed_ms, 1)
     address = found.addresses[0]
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -117,11 +134,11 @@ async def open_timed(
             async with asyncio.timeout(left()):
                 await loop.sock_connect(sock, (address, port))
         except TimeoutError:
-            raise fail(f"{host}:{port}: no TCP answer within {timeout_s:g} s", "timeout") from None
+            raise fail(f"{where}: no TCP answer within {timeout_s:g} s", "timeout") from None
         except ConnectionRefusedError:
-            raise fail(f"{host}:{port}: connection refused", "refused") from None
+            raise fail(f"{where}: connection refused", "refused") from None
         except OSError as exc:
-            raise fail(f"{host}:{port}: {exc.strerror or exc}", "unreachable") from None
+            raise fail(f"{where}: {exc.strerror or exc}", "unreachable") from None
         phases["tcp_ms"] = round((time.monotonic() - t_tcp) * 1000, 1)
         t_open = time.monotonic()
         phase = "TLS handshake" if secure else "upgrade"
@@ -146,33 +163,33 @@ async def open_timed(
             async with asyncio.timeout(left()):
                 connection = await attempt
         except TimeoutError:
-            raise fail(f"{host}:{port}: no answer within {timeout_s:g} s ({_phase_reached(attempt, phase)})", "timeout") from None
+            raise fail(f"{where}: no answer within {timeout_s:g} s ({_phase_reached(attempt, phase)})", "timeout") from None
         except InvalidStatus as exc:
             status = exc.response.status_code
             reason = {401: "auth", 403: "forbidden"}.get(status, "protocol")
             raise fail(
-                f"{host}:{port}: WebSocket handshake refused with HTTP {status} {exc.response.reason_phrase}".rstrip(),
+                f"{where}: WebSocket handshake refused with HTTP {status} {exc.response.reason_phrase}".rstrip(),
                 reason,
                 handshake_status=status,
             ) from None
         except ssl.SSLCertVerificationError as exc:
             seen = await peek_certificate(address, port, host, timeout_s=min(2.0, left()))
             extra: dict[str, Any] = {}
-            message = f"{host}:{port}: certificate not trusted ({exc.verify_message})"
+            message = f"{where}: certificate not trusted ({exc.verify_message})"
             if seen is not None:
                 extra["certificate"] = seen.to_dict()
                 message += f"; it names {seen.subject}, issued by {seen.issuer}"
             raise fail(message, "tls_untrusted", **extra) from None
         except ssl.SSLError as exc:
-            raise fail(f"{host}:{port}: TLS failed ({exc.reason or exc})", "tls") from None
+            raise fail(f"{where}: TLS failed ({exc.reason or exc})", "tls") from None
         except InvalidURI as exc:
             raise fail(f"{url!r}: {exc}", "config") from None
         except (InvalidHandshake, EOFError) as exc:
-            raise fail(f"{host}:{port}: the server did not complete a WebSocket upgrade ({exc})", "protocol") from None
+            raise fail(f"{where}: the server did not complete a WebSocket upgrade ({exc})", "protocol") from None
         except ConnectionError as exc:
-            raise fail(f"{host}:{port}: connection lost during the {phase} ({exc.strerror or exc})", "refused") from None
+            raise fail(f"{where}: connection lost during the {phase} ({exc.strerror or exc})", "refused") from None
         except OSError as exc:
-            raise fail(f"{host}:{port}: {exc.strerror or exc}", "unreachable") from None
+            raise fail(f"{where}: {exc.strerror or exc}", "unreachable") from None
         opened = time.monotonic()
         ready = getattr(connection, "transport_ready_at", None) or t_open
         if secure:
@@ -359,7 +376,7 @@ async def probe_target(
     ``display_url`` is what the report shows instead of ``url`` (a connectUri carries a
     channel id, no secret, but a caller may prefer a shorter name).
     """
-    row = empty_row(display_url or url)
+    row = empty_row(display_url or shown_url(url))
     try:
         opened = await open_timed(url, ssl_context=ssl_context, timeout_s=plan.connect_timeout_s, headers=headers)
     except ProbeError as exc:

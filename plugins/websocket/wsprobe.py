@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from agentd.errors import ProbeError, UsageError
 from agentd.tls import client_context
 
-from .probe import GENESYS_PING, Inbox, check_url, close_quietly, finish_reader, open_timed, summarize_rtts
+from .probe import GENESYS_PING, Inbox, check_url, close_quietly, finish_reader, open_timed, shown_url, summarize_rtts
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ async def run_probe(
                 tally.reconnects += 1
                 out(f"{_now_text()}  reconnected ({tally.reconnects}) in {opened.connect_ms:.1f} ms ({phases} ms)")
             else:
-                out(f"{_now_text()}  connected to {url} in {opened.connect_ms:.1f} ms ({phases} ms)")
+                out(f"{_now_text()}  connected to {shown_url(url)} in {opened.connect_ms:.1f} ms ({phases} ms)")
             tally.ever_connected = True
             delays = backoff(initial_delay=backoff_initial_s, min_delay=backoff_min_s, max_delay=backoff_max_s)
             drop = await _ping_until_drop(opened.connection, deadline, interval_s, pong_timeout_s, genesys_ping, tally, out)
@@ -141,7 +141,7 @@ async def run_probe(
         out(f"{_now_text()}  interrupted")
     stats = summarize_rtts(tally.rtts)
     return ProbeSummary(
-        url=url,
+        url=shown_url(url),
         duration_s=round(time.monotonic() - started, 2),
         pings_sent=tally.pings_sent,
         pongs_received=len(tally.rtts),

@@ -145,3 +145,13 @@ def test_bad_target_url_is_a_config_error_naming_the_key(agentd_env):
     done = agentd_env.run("check", "--only", "websocket")
     assert done.returncode == 2
     assert "websocket.targets[0]" in done.stderr and "ws://" in done.stderr
+
+
+async def test_a_token_in_the_target_url_stays_out_of_the_report(agentd_env, ws_servers):
+    url = ws_servers.serve(servers.healthy, process_request=servers.refuse(HTTPStatus.UNAUTHORIZED))
+    secret_url = url.replace("ws://", "ws://user:pw-s3cret@") + "bot?access_token=tok-s3cret"
+    result = await run_websocket_check(agentd_env, targets(secret_url) + FAST)
+    assert result.status == Status.FAIL and result.details["handshake_status"] == 401
+    text = json.dumps(result.to_dict())
+    assert "s3cret" not in text
+    assert result.details["target"] == url + "bot"

@@ -46,12 +46,12 @@ def checks_table(checks: tuple[CheckResult, ...] | list[CheckResult]) -> Table:
     table.add_column("time", justify="right", no_wrap=True)
     for check in checks:
         label, style = STATUS_STYLE[check.status]
-        table.add_row(
+        table.add_row(  # Text, never str: "[ice.servers]" in a summary is not rich markup
             Text(label, style=style),
-            check.id,
-            check.summary,
-            format_metrics(check.metrics),
-            f"{check.duration_ms / 1000:.2f}s",
+            Text(check.id),
+            Text(check.summary),
+            Text(format_metrics(check.metrics)),
+            Text(f"{check.duration_ms / 1000:.2f}s"),
         )
     return table
 
@@ -68,7 +68,7 @@ def render_report(report: Report, console: Console) -> None:
     )
     console.print(title)
     if report.conversation_id:
-        console.print(f"conversation {report.conversation_id}")
+        console.print(Text(f"conversation {report.conversation_id}"))
     if report.verdicts:
         console.print()
         console.print(Text("Findings", style="bold underline"))
@@ -81,7 +81,7 @@ def render_report(report: Report, console: Console) -> None:
                     f"  (confidence {verdict.confidence:.0%})",
                 )
             )
-            console.print(f"  {verdict.summary}")
+            console.print(Text(f"  {verdict.summary}"))
             if verdict.next_step:
                 console.print(Text.assemble(("  next step: ", "bold"), verdict.next_step))
             if verdict.evidence:
@@ -94,7 +94,7 @@ def render_report(report: Report, console: Console) -> None:
         console.print(Text("Evidence", style="bold underline"))
         for item in report.evidence:
             mark = {"ok": "", "skipped": " (skipped)", "error": " (error)"}.get(item.status, f" ({item.status})")
-            console.print(f"  {item.id}{mark}: {item.summary}")
+            console.print(Text(f"  {item.id}{mark}: {item.summary}"))
 
 
 class LiveProgress:

@@ -140,3 +140,26 @@ def test_version(agentd_env):
 
     result = agentd_env.run("--version")
     assert result.stdout.strip() == f"agentd {__version__}"
+
+
+def test_terminal_report_shows_bracketed_text_literally():
+    """Summaries name config tables like [ice.servers]; rich must not eat them as markup."""
+    import io
+
+    from rich.console import Console
+
+    from agentd.model import AgentInfo, CheckResult, Report, Severity, Status, Verdict
+    from agentd.render import render_report
+
+    report = Report(
+        id="r1", created="2026-11-21T00:00:00.000Z", profile="preshift",
+        agent=AgentInfo(hostname="pc", install_id="i", version="0", platform="Linux", python="3.11"),
+        checks=(CheckResult(id="stun", status=Status.SKIP, summary="no stun: url in [ice.servers]"),),
+        verdicts=(Verdict("config.turn_auth_failed", Severity.WARNING, 0.9, "set [ice] credential", next_step="edit [[ice.servers]]"),),
+    )
+    out = io.StringIO()
+    render_report(report, Console(file=out, width=200, color_system=None))
+    text = out.getvalue()
+    assert "no stun: url in [ice.servers]" in text
+    assert "set [ice] credential" in text
+    assert "edit [[ice.servers]]" in text

@@ -155,3 +155,10 @@ async def test_a_token_in_the_target_url_stays_out_of_the_report(agentd_env, ws_
     text = json.dumps(result.to_dict())
     assert "s3cret" not in text
     assert result.details["target"] == url + "bot"
+
+
+async def test_server_closing_with_a_close_frame_keeps_its_code_and_reason(agentd_env, ws_servers):
+    url = ws_servers.serve(servers.close_after(0.05, 1011, "backend restarting", times=10))
+    result = await run_websocket_check(agentd_env, targets(url) + "ping_count = 10\nping_interval_s = 0.05\n")
+    assert result.status == Status.FAIL
+    assert (result.details["close_code"], result.details["close_reason"], result.details["reason"]) == (1011, "backend restarting", "closed")

@@ -107,3 +107,15 @@ async def test_ws_echo_answers_json_with_its_latency(agentd_env):
 def test_ws_echo_bad_listen_is_a_usage_error(agentd_env):
     done = agentd_env.run("ws-echo", "--listen", "nohostport")
     assert done.returncode == 2 and "HOST:PORT" in done.stderr
+
+
+def test_ws_probe_genesys_text_ping(agentd_env, ws_servers):
+    url = ws_servers.serve(servers.genesys_channel())
+    done = agentd_env.run("ws-probe", url, "--duration", "0.8", "--interval", "0.1", "--genesys-ping", "--json", timeout=30)
+    summary = json.loads(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert summary["pings_sent"] >= 4 and summary["pongs_received"] == summary["pings_sent"]
+    silent = ws_servers.serve(servers.genesys_channel(answer_ping=False))
+    done = agentd_env.run("ws-probe", silent, "--duration", "1.5", "--interval", "0.1", "--genesys-ping", "--pong-timeout", "0.3", timeout=30)
+    assert done.returncode == 1
+    assert "no pong within 0.3 s" in done.stdout and "no close code  no pong within 0.3 s (keepalive timeout)" in done.stdout

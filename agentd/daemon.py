@@ -33,6 +33,7 @@ import io
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -543,9 +544,10 @@ async def check_through_daemon(args: argparse.Namespace, on_event: EventCallback
     try:
         await client.status()
     except ControlError as exc:
-        if "permission denied" in str(exc):
-            raise  # the daemon runs but this user may not use it: say so rather than probe twice
-        log.info("daemon not answering; running in-process", error=str(exc))
+        if "permission denied" in str(exc):  # the user can still check in its own process: say why
+            print(f"agentd: {exc}; running the check in this process instead", file=sys.stderr)
+        else:
+            log.info("daemon not answering; running in-process", error=str(exc))
         return None
     from agentd import config as config_mod
 

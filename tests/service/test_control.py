@@ -191,3 +191,40 @@ def test_check_upload_through_the_daemon_is_delivered_once_by_the_daemon(start_d
     stored = [p for p in (service_env.root / "state").rglob(f"*{report['id']}*") if "spool" not in p.parts]
     assert stored, sorted(str(p) for p in (service_env.root / "state").rglob("*"))
     assert daemon.stop() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to act as another user")
+def test_agentd_check_by_a_refused_user_runs_in_its_own_process(start_daemon, service_env, open_runtime_dir):
+    import pwd
+
+    from .conftest import TEST_PLUGIN
+
+    # everything the other user needs to read lies in the open folder; the daemon's socket is 0660 root
+    plugins = open_runtime_dir / "plugins.d"
+    plugins.mkdir(mode=0o755)
+    (plugins / "svctest.py").write_text(TEST_PLUGIN)
+    config = open_runtime_dir / "agentd.toml"
+    config.write_text(base_config(plugins))
+    run_dir, state = open_runtime_dir / "run", open_runtime_dir / "state-nobody"
+    run_dir.mkdir(mode=0o755)
+    state.mkdir()
+    os.chown(state, pwd.getpwnam("nobody").pw_uid, -1)
+    for path in (plugins, plugins / "svctest.py", config, run_dir):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    service_env.env.update(AGENTD_CONFIG=str(config), AGENTD_RUNTIME_DIR=str(run_dir))
+    daemon = start_daemon()
+    _ready(daemon)
+    env = {**service_env.env, "AGENTD_STATE_DIR": str(state), "HOME": str(state)}
+    done = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         sys.executable, "-m", "agentd", "check", "--json", "--only", "svc.pass"],
+        capture_output=True, text=True, timeout=60, env=env, cwd="/",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "permission denied" in done.stderr and "running the check in this process instead" in done.stderr
+    report = json.loads(done.stdout)
+    assert [c["id"] for c in report["checks"]] == ["svc.pass"]
+    import asyncio
+
+    assert asyncio.run(ControlClient(run_dir / "control.sock").status())["last_report"] is None  # not the daemon's run
+    assert daemon.stop() == 0

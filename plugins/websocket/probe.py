@@ -424,7 +424,9 @@ async def probe_target(
             row["error"] = f"{row['target']}: the server ended the connection with close code {code}" + (f" ({why})" if why else "")
     if row["reason"] is None and plan.heartbeat_timeout_s and observed_until is not None:
         gap = row["max_heartbeat_gap_s"]
-        if gap is None or gap > plan.heartbeat_timeout_s:
+        if gap is None:  # not one heartbeat: the gap is the whole time connected
+            gap = row["max_heartbeat_gap_s"] = round(observed_until - inbox.opened_at, 3)
+        if gap > plan.heartbeat_timeout_s:
             row["reason"] = "no_heartbeat"
             row["error"] = f"{row['target']}: no heartbeat for more than {plan.heartbeat_timeout_s:g} s"
     row["ok"] = row["reason"] is None

@@ -48,6 +48,7 @@ async def test_missed_heartbeats_fail_the_check(fake_genesys, agentd_env):
     result = await run_websocket_check(agentd_env, observe, genesys_toml=agent_config(fake_genesys))
     assert result.status == Status.FAIL
     assert channel_row(result)["reason"] == "no_heartbeat"
+    assert result.metrics["max_heartbeat_gap_s"] >= 0.5  # no heartbeat the whole time observed
     assert "no heartbeat" in result.summary
 
 

@@ -147,3 +147,17 @@ def test_only_one_process_delivers_at_a_time(tmp_path):
                 os._exit(0 if second is False else 1)
         _, status = os.waitpid(pid, 0)
         assert os.WEXITSTATUS(status) == 0
+
+
+async def test_the_daemons_entry_points_deliver_and_flush(agentd_env):
+    from agentd.app import App
+    from agentd.delivery import deliver_report, flush_spool, open_spool
+
+    app = App.load(agentd_env.write_config('[genesys]\nregion = "agentd-test.invalid"\n'))
+    outcome = await deliver_report(app, make_report(1))
+    assert outcome.delivered == ("file",) and outcome.left_spool
+    assert (agentd_env.root / "state" / "reports" / f"{make_report(1).id}.json").exists()
+    open_spool(app.config).put(make_report(2).id, make_report(2).to_json().encode())
+    [flushed] = await flush_spool(app)
+    assert flushed.report_id == make_report(2).id and flushed.left_spool
+    assert open_spool(app.config).entries() == []

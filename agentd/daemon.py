@@ -403,15 +403,22 @@ class Daemon:
             await asyncio.sleep(interval)
 
     async def _await_hooks(self, hook: str, budget_s: float) -> None:
-        pending = self.app.plugins.daemon_hook(hook, self)
-        for plugin, awaitable in pending:
+        """Every plugin's awaitable at once, each under ``budget_s``: a slow plugin costs
+        its own deadline, not the sum of all of them."""
+        budget_s = max(0.05, budget_s)
+
+        async def one(plugin: str, awaitable: Awaitable[Any]) -> None:
             try:
-                async with asyncio.timeout(max(0.05, budget_s)):
+                async with asyncio.timeout(budget_s):
                     await awaitable
             except TimeoutError:
-                log.error("plugin daemon hook timed out", plugin=plugin, hook=hook, timeout_s=budget_s)
+                log.error("plugin daemon hook timed out", plugin=plugin, hook=hook, timeout_s=round(budget_s, 2))
             except Exception as exc:
                 log.error("plugin daemon hook failed", plugin=plugin, hook=hook, error=f"{type(exc).__name__}: {exc}")
+
+        pending = self.app.plugins.daemon_hook(hook, self)
+        if pending:
+            await asyncio.gather(*(one(plugin, awaitable) for plugin, awaitable in pending))
 
     async def _shutdown(self) -> int:
         budget = self.settings.stop_timeout_s

@@ -26,6 +26,12 @@ def test_agentd_status_prints_the_daemon_state(start_daemon, service_env):
     assert f"pid {daemon.proc.pid}" in done.stdout and "schedule: none" in done.stdout and "timeline:" in done.stdout
     as_json = json.loads(service_env.run("status", "--json", timeout=20).stdout)
     assert as_json["pid"] == daemon.proc.pid and as_json["config"] == str(service_env.config_file)
+    # the host timeline samples while the daemon runs ([timeline] interval_s = 1 here)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _status(service_env)["timeline"]["samples"] < 2:
+        time.sleep(0.2)
+    timeline = _status(service_env)["timeline"]
+    assert timeline["samples"] >= 2 and timeline["last_sample"], timeline
     assert daemon.stop() == 0
 
 

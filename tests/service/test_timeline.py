@@ -159,3 +159,39 @@ def test_a_group_member_reads_the_live_timeline_of_the_service(tmp_path):
         os.umask(old_umask)
         __import__("shutil").rmtree(folder, ignore_errors=True)
         subprocess.run(["groupdel", group], check=False)
+
+
+DIAGNOSTICS = {"entities": [
+    {"type": "ICEConnectionStateChange", "timestamp": "2026-11-20T09:00:00.000Z", "details": {"state": "connected"}},
+    {"type": "RtcStats", "timestamp": "2026-11-20T09:01:00.000Z", "details": {"packetsLost": 0, "roundTripTime": 0.05, "audioLevel": 0.0}},
+    {"type": "ICEConnectionStateChange", "timestamp": "2026-11-20T09:02:00.000Z", "details": {"state": "disconnected"}},
+]}
+
+
+def test_in_process_diagnose_reads_the_daemons_timeline(agentd_env, tmp_path):
+    """No daemon runs; `agentd diagnose` opens the timeline it left, read-only, and the
+    report carries the PC's own minutes around the call."""
+    from agentd.paths import state_dir
+    from agentd.timeline import default_path
+
+    from tests.conftest import OFFLINE_GENESYS
+
+    agentd_env.write_config(OFFLINE_GENESYS)
+    history = Timeline(default_path())
+    for i in range(10):
+        history.add_sample({"cpu_pct": 97.0, "mem_used_pct": 95.0}, at=f"2026-11-20T09:00:{i * 5:02d}Z")
+    history.add_sample({"cpu_pct": 5.0}, at="2026-11-19T09:00:00Z")  # a day earlier: outside the window
+    history.record("ws.drop", {"close_code": 1006}, at="2026-11-20T09:01:30Z")
+    history.close()
+    before = default_path().stat().st_mtime_ns
+    export = tmp_path / "diagnostics.json"
+    export.write_text(json.dumps(DIAGNOSTICS))
+
+    done = agentd_env.run("diagnose", "conv-1", "--diagnostics-file", str(export), "--json", timeout=60)
+    report = json.loads(done.stdout)
+    (local,) = [e for e in report["evidence"] if e["kind"] == "local.timeline"]
+    assert local["status"] == "ok"
+    assert [s["cpu_pct"] for s in local["data"]["host_samples"]] == [97.0] * 10
+    assert [e["kind"] for e in local["data"]["events"]] == ["ws.drop"]
+    assert default_path().stat().st_mtime_ns == before  # read-only: the file was not touched
+    assert state_dir() == agentd_env.root / "state"

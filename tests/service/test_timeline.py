@@ -195,3 +195,20 @@ def test_in_process_diagnose_reads_the_daemons_timeline(agentd_env, tmp_path):
     assert [e["kind"] for e in local["data"]["events"]] == ["ws.drop"]
     assert default_path().stat().st_mtime_ns == before  # read-only: the file was not touched
     assert state_dir() == agentd_env.root / "state"
+
+
+def test_samples_older_than_a_day_are_thinned_to_one_a_minute(tmp_path):
+    timeline = Timeline(tmp_path / "t.sqlite3")
+    now = time.time()
+    day_ago = now - 86400
+    # two hours at 5 s: the first hour older than a day, the second within it
+    for i in range(1440):
+        timeline.add_sample({"i": i}, at=day_ago - 3600 + i * 5)
+    timeline.prune(now)
+    kept = timeline.host_samples()
+    older = [s for s in kept if s["i"] < 720]
+    newer = [s for s in kept if s["i"] >= 720]
+    assert len(newer) == 720  # the last day untouched
+    assert 59 <= len(older) <= 61  # one an hour's minute
+    stamps = [datetime.fromisoformat(s["at"].replace("Z", "+00:00")).timestamp() for s in older]
+    assert all(55 <= b - a <= 65 for a, b in zip(stamps, stamps[1:]))

@@ -11,13 +11,13 @@ import structlog
 
 from agentd import hookimpl
 from agentd.config import ConfigSection
-from agentd.errors import AuthError, GenesysError, PermissionMissing, ProbeError, TransportError
+from agentd.errors import AuthError, ConfigError, GenesysError, PermissionMissing, ProbeError, TransportError
 from agentd.tls import client_context
 from agentd_plugins.genesys.client import has_credentials, shared_client
 from agentd_plugins.websocket.check import register_channel_probe
 from agentd_plugins.websocket.probe import empty_row, probe_target, shown_url
 
-from .calls import CALLS_TOPIC, agent_user_id, create_channel, subscribe
+from .calls import CALLS_TOPIC, agent_user_id, create_channel, subscribe, uses_client_credentials
 from .evidence import WebsocketDropSource
 from .monitor import MonitorSettings, NotificationsMonitor
 
@@ -72,6 +72,9 @@ def agentd_daemon_start(daemon: Any):
     genesys = daemon.app.config.section("genesys")
     if not settings.monitor or not has_credentials(genesys):
         return None
+    if uses_client_credentials(genesys) and not genesys.user_id:
+        log.warning("notifications monitor not started: client credentials have no user; set [genesys] user_id or use `agentd login`")
+        return None
 
     async def start() -> None:
         timeline = getattr(daemon, "timeline", None)
@@ -117,7 +120,10 @@ async def probe_genesys_channel(ctx, settings, plan) -> dict | None:
     client = shared_client(genesys)
     target = "Genesys notifications channel"
     try:
-        user_id = await agent_user_id(client)
+        user_id: str | None = await agent_user_id(client)
+    except ConfigError:
+        user_id = None  # client credentials without [genesys] user_id: the channel is still probed
+    try:
         channel = await create_channel(client)
     except GenesysError as exc:
         row = empty_row(target, reason=_reason(exc), error=f"{target}: {exc}")
@@ -128,6 +134,8 @@ async def probe_genesys_channel(ctx, settings, plan) -> dict | None:
     topic = CALLS_TOPIC.format(user_id)
 
     async def after_open(_connection) -> None:
+        if user_id is None:
+            return
         try:
             await subscribe(client, channel, [topic])
         except GenesysError as exc:
@@ -140,7 +148,9 @@ async def probe_genesys_channel(ctx, settings, plan) -> dict | None:
         after_open=after_open,
         display_url=f"{target} {shown_url(channel.connect_uri)}",
     )
-    row.update(genesys_channel=True, channel_id=channel.id, subscribed=[topic] if row["reason"] is None else [])
+    row.update(genesys_channel=True, channel_id=channel.id, subscribed=[topic] if row["reason"] is None and user_id else [])
+    if user_id is None:
+        row["note"] = "not subscribed: client credentials have no user; set [genesys] user_id"
     return row
 
 

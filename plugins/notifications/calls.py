@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from agentd.errors import GenesysError, MalformedResponse
+from agentd.errors import ConfigError, GenesysError, MalformedResponse
 from agentd_plugins.genesys.client import GenesysClient, stored_user_id
 
 CALLS_TOPIC = "v2.users.{}.conversations.calls"
@@ -56,11 +56,21 @@ class AgentCall:
         }
 
 
+def uses_client_credentials(settings) -> bool:
+    return settings.auth == "client_credentials" or (settings.auth == "auto" and settings.has_client_credentials)
+
+
 async def agent_user_id(client: GenesysClient) -> str:
-    """``[genesys] user_id``, else the user of ``agentd login``, else ``GET /api/v2/users/me``."""
+    """``[genesys] user_id``, else the user of ``agentd login``, else ``GET /api/v2/users/me``.
+
+    Client credentials have no user of their own: without ``user_id`` that is a
+    :class:`ConfigError` naming the key, not a request that is bound to fail.
+    """
     known = stored_user_id(client.settings)
     if known:
         return known
+    if uses_client_credentials(client.settings):
+        raise ConfigError("set the agent's user id: client credentials have no user of their own", key="genesys.user_id")
     me = await client.get("/api/v2/users/me")
     if not isinstance(me, dict) or not isinstance(me.get("id"), str):
         raise MalformedResponse("GET /api/v2/users/me: no user id in the answer", path="/api/v2/users/me")

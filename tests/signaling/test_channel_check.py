@@ -80,3 +80,13 @@ async def test_a_missing_scope_fails_as_forbidden(fake_genesys, agentd_env):
     row = channel_row(result)
     assert row["reason"] == "forbidden" and row["api_status"] == 403
     assert "notifications" in result.summary
+
+
+async def test_client_credentials_without_a_user_probe_the_channel_unsubscribed(fake_genesys, agentd_env):
+    config = service_config(fake_genesys).replace(f'user_id = "{AGENT_USER_ID}"\n', "")
+    result = await run_websocket_check(agentd_env, FAST, genesys_toml=config)
+    assert result.status == Status.PASS, result.summary
+    row = channel_row(result)
+    assert row["subscribed"] == [] and "user_id" in row["note"]
+    assert row["genesys_pongs_received"] == 2
+    assert not fake_genesys.state.requests_to(r"/api/v2/users/me$")  # not asked: it cannot answer for a client

@@ -248,3 +248,14 @@ async def test_agentd_run_keeps_the_channel_and_records_into_its_timeline(fake_g
     (drop,) = [e["data"] for e in events if e["kind"] == "ws.drop"]
     assert drop["close_code"] == 1006
     assert [e["data"]["reason"] for e in events if e["kind"] == "ws.reconnect"] == ["drop"]
+
+
+async def test_daemon_hook_does_not_start_without_a_user(fake_genesys, agentd_env):
+    from agentd.app import App
+
+    config = service_config(fake_genesys).replace(f'user_id = "{AGENT_USER_ID}"\n', "")
+    app = App.load(agentd_env.write_config(config))
+    spawned = []
+    daemon = SimpleNamespace(app=app, timeline=None, spawn=lambda coro, name: spawned.append(name))
+    assert agentd_daemon_start(daemon) is None
+    assert spawned == [] and id(daemon) not in MONITORS

@@ -239,7 +239,7 @@ def lab_table(args) -> None:
         expected = 100 * (1 - (1 - p) ** 2)
         raw_expected = 100 * (1 - (1 - p) ** 4)
         if not row or "loss_pct" not in row.get("metrics", {}):
-            why = row["summary"] if row else "no report"
+            why = ("; ".join(a.get("error", "") for a in row["details"].get("attempts", [])) or row["summary"]) if row else "no report"
             print(f"| {pct:g}% | {expected:.2f} | - | - | no | - | {raw_expected:.2f} | - | {why} |")
             continue
         measured = row["metrics"]["loss_pct"]

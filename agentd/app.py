@@ -86,11 +86,20 @@ class App:
         return config
 
     def reload(self) -> Config:
-        """Re-read the same file; on any error the old configuration stays (raises ConfigError)."""
+        """Re-read the configuration; on any error the old one stays, in every plugin too
+        (raises ConfigError naming file, key and problem)."""
         path, explicit = self.config.path, self.config.path is not None
+        if path is None:  # started on defaults: a file may have appeared since
+            path, explicit = config_mod.locate(None)
         raw = config_mod.read_toml(path, explicit=explicit)
         disabled = any(info.state == "disabled" for info in self.plugins.plugins())
-        new = self.build_config(raw, path, allow_unknown_sections=disabled)
+        try:
+            new = self.build_config(raw, path, allow_unknown_sections=disabled)
+        except ConfigError:
+            # plugins configured before the one that refused hold the rejected values:
+            # configure everyone again with the configuration that stays
+            self.plugins.configure(self.config)
+            raise
         self.config = new
         return new
 

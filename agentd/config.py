@@ -2,8 +2,10 @@
 
 Where the file is, first match wins: ``--config FILE``; ``$AGENTD_CONFIG``; under systemd
 ``$CONFIGURATION_DIRECTORY/agentd.toml``; the platform's user config folder
-(platformdirs) ``agentd.toml``. A missing default file means "all defaults"; a missing
-file that was named explicitly is an error.
+(platformdirs) ``agentd.toml``; the system-wide file a package installs
+(``/etc/agentd/agentd.toml`` on Linux), so an agent's own ``agentd check`` reads the same
+file as the service. A missing default file means "all defaults"; a missing file that
+was named explicitly is an error.
 
 Each section is a frozen dataclass declared by a plugin (``agentd_config_sections``).
 Supported field types: ``str``, ``int``, ``float``, ``bool``, ``Path``, :class:`Secret`,
@@ -220,7 +222,13 @@ def locate(explicit: str | os.PathLike | None) -> tuple[Path | None, bool]:
     if env:
         return Path(env).expanduser(), True
     candidate = paths.config_dir() / CONFIG_FILENAME
-    return (candidate if candidate.exists() else None), False
+    if candidate.exists():
+        return candidate, False
+    if not os.environ.get("CONFIGURATION_DIRECTORY"):
+        system_wide = paths.site_config_dir() / CONFIG_FILENAME
+        if system_wide.exists():
+            return system_wide, False
+    return None, False
 
 
 def read_toml(path: Path | None, *, explicit: bool) -> dict[str, Any]:

@@ -25,6 +25,13 @@ def config_dir() -> Path:
     return _systemd_dir("CONFIGURATION_DIRECTORY") or Path(platformdirs.user_config_dir(APP))
 
 
+def site_config_dir() -> Path:
+    """The system-wide folder a package installs its configuration in (/etc/agentd on Linux)."""
+    if sys.platform.startswith("linux") or (os.name == "posix" and sys.platform != "darwin"):
+        return Path("/etc/agentd")
+    return Path(platformdirs.site_config_dir(APP))
+
+
 def state_dir() -> Path:
     override = os.environ.get("AGENTD_STATE_DIR")
     if override:

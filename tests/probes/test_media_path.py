@@ -123,3 +123,21 @@ def test_cli_report_exit_code_and_no_secret(agentd_env, coturn):
     assert row["status"] == "pass" and row["details"]["transport"] == "udp"
     assert set(row["metrics"]) >= {"rtt_ms", "rtt_p95_ms", "rtt_max_ms", "jitter_ms", "loss_pct", "max_loss_burst", "mos", "r_factor"}
     assert coturn.password not in proc.stdout + proc.stderr
+
+
+async def test_engine_without_a_relay_candidate_fails_at_once_instead_of_hanging_in_new(coturn, silent_server):
+    """Below the allocation pre-check: aiortc alone would wait in "new" for ever."""
+    from agentd.errors import ProbeError, ProbeTimeout
+    from agentd_plugins.media.engine import ProbePlan, RelayTarget, run_media_path
+
+    wrong = RelayTarget("turn:wrong", "udp", "127.0.0.1", coturn.port, coturn.username, "wrong-password")
+    started = time.monotonic()
+    with pytest.raises(ProbeError, match="no relay candidate"):
+        await run_media_path(wrong, ProbePlan(duration_s=0.5, connect_timeout_s=2.0))
+    assert time.monotonic() - started < 1.0
+
+    silent = RelayTarget("turn:silent", "udp", silent_server.host, silent_server.port, "agent", "x")
+    started = time.monotonic()
+    with pytest.raises(ProbeTimeout, match="within 1 s"):
+        await run_media_path(silent, ProbePlan(duration_s=0.5, connect_timeout_s=1.0))
+    assert time.monotonic() - started < 2.5  # the deadline, plus closing bounded to 1 s

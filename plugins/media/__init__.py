@@ -226,7 +226,7 @@ def measured_outcome(run: "PathRun", attempts: list[dict[str, Any]], media: Medi
         details["ended_early"] = run.ended_early
     udp_failed = next((a for a in attempts if a["transport"] == "udp" and not a["ok"]), None)
     summary = (
-        f"media over {run.transport.upper()}: rtt {rtt_median:.0f} ms, jitter {jitter:.1f} ms, "
+        f"media over {run.transport.upper()}: rtt {_short(rtt_median)} ms, jitter {jitter:.1f} ms, "
         f"loss {loss * 100:.1f}%, MOS {quality.mos:.2f}"
     )
     if udp_failed:
@@ -236,6 +236,11 @@ def measured_outcome(run: "PathRun", attempts: list[dict[str, Any]], media: Medi
     if run.transport != "udp" or quality.mos < media.warn_mos or run.ended_early:
         return Outcome.warned(summary, metrics=metrics, details=details)
     return Outcome.passed(summary, metrics=metrics, details=details)
+
+
+def _short(ms: float) -> str:
+    """Whole milliseconds, or one decimal below 10 ms (a LAN path is not "0 ms")."""
+    return f"{ms:.1f}" if ms < 10 else f"{ms:.0f}"
 
 
 def _audio(flow) -> dict[str, Any]:

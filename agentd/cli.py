@@ -8,7 +8,6 @@ naming what is wrong; 70 an internal error (a bug: please report it).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import inspect
 import json
 import os
@@ -20,6 +19,7 @@ import structlog
 from rich.console import Console
 
 from agentd import __version__, aio, logs
+from agentd.fileio import write_atomic
 from agentd.app import App
 from agentd.errors import AgentdError, ConfigError, UsageError
 from agentd.model import Report
@@ -281,18 +281,6 @@ def _emit(report: Report, args: argparse.Namespace, app: App) -> int:
     else:
         render_report(report, stdout_console())
     return EXIT_READY if report.ready else EXIT_NOT_READY
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file, fsync, rename: a reader never sees half a report."""
-    path = path.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _plugins(args: argparse.Namespace, app: App) -> int:

@@ -49,6 +49,7 @@ from agentd.model import CheckResult, Report, Status, isoformat, new_report_id, 
 from agentd.runner import CheckFinished, CheckStarted, EventCallback
 from agentd.schedule import Clock, DueRun, Schedule, Scheduler, ScheduleSettings, SystemClock, parse_times
 from agentd.sdnotify import Notifier, watchdog_interval_s
+from agentd.fileio import write_atomic
 
 log = structlog.get_logger("agentd.daemon")
 
@@ -247,7 +248,7 @@ class Daemon:
         folder = paths.state_dir() / "reports"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(folder / f"{report.id}.json", report.to_json() + "\n")
+            write_atomic(folder / f"{report.id}.json", report.to_json() + "\n")
             return f"report {report.id} written to {folder}"
         except OSError as exc:
             log.error("report not written", folder=str(folder), error=exc.strerror)
@@ -476,16 +477,10 @@ def _delivery_module() -> Any:
         return None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _save_last_report(report: Report) -> None:
     try:
         paths.state_dir().mkdir(parents=True, exist_ok=True)
-        _write_atomic(paths.state_dir() / LAST_REPORT, report.to_json() + "\n")
+        write_atomic(paths.state_dir() / LAST_REPORT, report.to_json() + "\n")
     except OSError as exc:
         log.warning("last report not saved", error=exc.strerror)
 

@@ -68,10 +68,9 @@ def install_id() -> str:
         pass
     value = f"agentd-{uuid.uuid4()}"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(value + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        from agentd.fileio import write_atomic
+
+        write_atomic(path, value + "\n")
     except OSError:
         pass
     return value

@@ -435,8 +435,8 @@ def render_html(report: Report) -> str:
 
 def write_html(report: Report, path: Path) -> None:
     """Write the page atomically (a browser never opens half of it)."""
-    from agentd.spool import write_durably
+    from agentd.fileio import write_atomic
 
     path = path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_durably(path, render_html(report).encode("utf-8"))
+    write_atomic(path, render_html(report), durable=True)

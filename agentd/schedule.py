@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -29,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from agentd.errors import ConfigError
+from agentd.fileio import write_atomic
 
 log = structlog.get_logger("agentd.schedule")
 
@@ -259,9 +259,6 @@ class Scheduler:
         if self.state_file is None:
             return
         try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"last_seen": self.last_seen.isoformat()}), encoding="utf-8")
-            os.replace(tmp, self.state_file)
+            write_atomic(self.state_file, json.dumps({"last_seen": self.last_seen.isoformat()}))
         except OSError as exc:
             log.warning("schedule state not saved", file=str(self.state_file), error=exc.strerror)

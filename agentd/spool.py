@@ -34,13 +34,13 @@ from typing import Iterator
 import structlog
 
 from agentd.errors import DeliveryError
+from agentd.fileio import TMP_PREFIX, fsync_dir, write_atomic
 
 log = structlog.get_logger("agentd.spool")
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 DROPPED_FILE = "dropped.json"
 LOCK_FILE = ".lock"
-TMP_PREFIX = ".tmp-"
 
 
 def safe_name(value: str, what: str) -> str:
@@ -48,25 +48,6 @@ def safe_name(value: str, what: str) -> str:
     if not _SAFE.match(value) or ".." in value:
         raise DeliveryError(f"{what} {value!r} cannot be used as a file name", retryable=False)
     return value
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -154,7 +135,7 @@ class Spool:
             self._count_dropped(victims)
             log.warning("spool full: dropped the oldest reports", dropped=victims, max_reports=self.max_reports, max_bytes=self.max_bytes)
         path = self.folder / f"{report_id}.json"
-        write_durably(path, payload)
+        write_atomic(path, payload, durable=True)
         return SpoolEntry(report_id, path, len(payload), self.acked(report_id))
 
     def ack(self, report_id: str, sink: str) -> None:
@@ -230,7 +211,7 @@ class Spool:
         data = self._read_dropped()
         data["count"] = int(data.get("count", 0)) + len(report_ids)
         data["last"] = (list(data.get("last", [])) + report_ids)[-20:]
-        write_durably(self.folder / DROPPED_FILE, json.dumps(data).encode())
+        write_atomic(self.folder / DROPPED_FILE, json.dumps(data).encode(), durable=True)
 
 
 def glob_escape(text: str) -> str:

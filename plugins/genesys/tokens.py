@@ -19,7 +19,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import structlog
 from agentd import paths
 from agentd.errors import AuthError, MalformedResponse
 from agentd.redact import register_secret
+from agentd.fileio import write_atomic
 
 log = structlog.get_logger("agentd.genesys.tokens")
 
@@ -82,16 +82,7 @@ def default_token_path() -> Path:
 
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` so that only the owner can read it (0600), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # the umask must not widen it, and an old tmp file keeps no wider mode
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode=0o600)
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,6 @@ async def stun_binding_stream(
 ) -> BindingAnswer:
     """One Binding over TCP (or TLS with ``ssl_context``); raises :class:`ProbeError`."""
     where = where or format_address((address, port)) or address
-    started = time.monotonic()
     writer = None
     try:
         async with asyncio.timeout(timeout_s):

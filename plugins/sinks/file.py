@@ -16,7 +16,8 @@ from agentd import hookimpl, paths
 from agentd.config import Config, ConfigSection
 from agentd.errors import DeliveryError
 from agentd.model import Report
-from agentd.spool import safe_name, write_durably
+from agentd.fileio import write_atomic
+from agentd.spool import safe_name
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class FileSink:
     def _write(self, report_id: str, payload: bytes) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_durably(self.folder / f"{safe_name(report_id, 'report id')}.json", payload)
+            write_atomic(self.folder / f"{safe_name(report_id, 'report id')}.json", payload, durable=True)
         except OSError as exc:
             raise DeliveryError(f"cannot write to {self.folder}: {exc.strerror or exc}") from None
         for old in self.stored()[: -self.max_reports]:

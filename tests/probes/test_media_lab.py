@@ -42,7 +42,7 @@ def test_ten_percent_udp_loss_each_way_is_the_softphones_round_trip_loss(netlab,
             lab_coturn,
             urls=[lab_coturn.turn_udp_url],
             ice="timeout_s = 6.0\n",
-            media="duration_s = 3.0\ninterval_ms = 5.0\nconnect_timeout_s = 12.0\n",
+            media="duration_s = 3.0\ninterval_ms = 5.0\nconnect_timeout_s = 25.0\n",
         )
     )
     netlab.set_loss(upstream_pct=10, downstream_pct=10, protocol="udp")

@@ -165,7 +165,7 @@ def _main(argv: list[str]) -> int:
             app = None  # --help must work even with a broken configuration
         if app is not None and not pre.log_level:
             logs.configure(os.environ.get("AGENTD_LOG_LEVEL") or app.config.core.log_level)
-        parser = build_parser(app.plugins.commands() if app else ())
+        parser = build_parser(app.plugins.commands() if app else _commands_without_config(pre.disable_plugin))
         args = parser.parse_args(argv)
         if not args.command:
             parser.print_help()
@@ -192,6 +192,16 @@ def _main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _commands_without_config(disabled: Sequence[str]) -> list:
+    """Plugin commands for --help when the configuration cannot be loaded: the commands
+    hook needs no configuration, so `agentd mute --help` still helps."""
+    from agentd.plugin import PluginManager
+
+    plugins = PluginManager()
+    plugins.load(disabled=disabled)
+    return plugins.commands()
 
 
 def _dispatch(args: argparse.Namespace, app: App) -> int:

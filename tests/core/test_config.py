@@ -149,3 +149,12 @@ def test_a_disabled_plugins_section_is_ignored_not_rejected(agentd_env):
     result = agentd_env.run("config", "show")
     assert result.returncode == 0, result.stderr
     assert "host" not in json.loads(result.stdout)
+
+
+def test_plugin_command_help_works_with_a_missing_or_broken_configuration(agentd_env, tmp_path):
+    agentd_env.write_config("[[[")
+    result = agentd_env.run("mute", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: agentd mute" in result.stdout
+    result = agentd_env.run("reflect", "--help", extra_env={"AGENTD_CONFIG": str(tmp_path / "missing.toml")})
+    assert result.returncode == 0, result.stderr

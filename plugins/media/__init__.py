@@ -129,7 +129,7 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
             attempts.append({**attempt, "ok": False, "reason": "timeout", "error": "connected, but no probe came back through the relay"})
             run = None
             continue
-        attempts.append({**attempt, "ok": True, "connect_ms": round(run.connect_ms, 1)})
+        attempts.append({**attempt, "ok": True, "reason": None, "error": None, "connect_ms": round(run.connect_ms, 1)})
         break
     if run is None:
         return _blocked(attempts, not_configured)

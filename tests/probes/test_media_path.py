@@ -25,7 +25,7 @@ async def test_media_flows_over_udp_with_sane_figures(agentd_env, coturn):
     assert result.status is Status.PASS, result.summary
     m, d = result.metrics, result.details
     assert d["transport"] == "udp" and d["server"] == coturn.turn_udp_url
-    assert [(a["transport"], a["ok"]) for a in d["attempts"]] == [("udp", True)]
+    assert [(a["transport"], a["ok"], a["reason"]) for a in d["attempts"]] == [("udp", True, None)]
     assert d["probes_sent"] == 50 and d["probes_received"] == 50
     assert m["loss_pct"] == 0.0 and d["raw_loss_pct"] == 0.0 and m["max_loss_burst"] == 0
     assert 0 < m["rtt_ms"] <= m["rtt_p95_ms"] <= m["rtt_max_ms"] < 50

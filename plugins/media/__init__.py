@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from .engine import PathRun, RelayTarget
 
 TRANSPORTS = ("udp", "tcp", "tls")
+SETTLE_S = 0.2
+"""How long unused allocation pre-checks may still take once media has been measured."""
 CLOSE_ALLOWANCE_S = 1.0
 """Closing both peers (engine.CLOSE_TIMEOUT_S); the engine imports aiortc, so it loads on first use."""
 SERIES_MAX_POINTS = 300
@@ -64,7 +66,7 @@ def agentd_collect_checks(plan: Plan):
     ice: IceSettings = plan.config.section("ice")
     duration = _duration(media, plan.profile)
     # allocation + up to three connections + probing + late echoes + closing, with room
-    budget = ice.timeout_s + len(TRANSPORTS) * media.connect_timeout_s + duration + 0.5 + CLOSE_ALLOWANCE_S + 0.5
+    budget = ice.timeout_s + len(TRANSPORTS) * media.connect_timeout_s + duration + 0.5 + CLOSE_ALLOWANCE_S + SETTLE_S + 0.5
     return [
         Check(
             "media.path",
@@ -94,46 +96,55 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
 
     plan = ProbePlan(duration_s=_duration(media, ctx.plan.profile), interval_ms=media.interval_ms, connect_timeout_s=media.connect_timeout_s)
     ctx.note("allocating on the TURN server")
-    # every transport at once: a blackholed one costs its deadline once, not three times
-    allocations = dict(
-        zip(
-            [t for t in TRANSPORTS if candidates[t]],
-            await asyncio.gather(
-                *(turn_allocation(candidates[t][0], timeout_s=ice.timeout_s, ca_file=ice.ca_file) for t in TRANSPORTS if candidates[t])
-            ),
-        )
-    )
+    # every transport at once: a blackholed one costs its deadline once, not three times,
+    # and each is awaited only when its turn comes (a dead TLS does not delay a good UDP)
+    allocations = {
+        t: asyncio.ensure_future(turn_allocation(candidates[t][0], timeout_s=ice.timeout_s, ca_file=ice.ca_file))
+        for t in TRANSPORTS
+        if candidates[t]
+    }
     attempts: list[dict[str, Any]] = []
     run: "PathRun | None" = None
     not_configured = [t for t in TRANSPORTS if not candidates[t]]
-    for transport in TRANSPORTS:
-        if not candidates[transport]:
-            continue
-        endpoint = candidates[transport][0]
-        allocation = allocations[transport]
-        attempt: dict[str, Any] = {"transport": transport, "server": endpoint.url.url}
-        if not allocation.ok:
-            attempts.append({**attempt, "ok": False, "reason": allocation.reason, "error": allocation.error})
-            continue
-        ctx.note(f"media over {transport.upper()} through {endpoint.url.hostport}")
-        try:
-            run = await run_media_path(_target(endpoint, allocation, ice), plan)
-        except ProbeError as exc:
-            attempts.append({**attempt, "ok": False, "reason": exc.reason, "error": str(exc)})
-            continue
-        except Exception as exc:  # noqa: BLE001 - aiortc's own failure is this attempt's, not the check's
-            ctx.log.warning("media attempt raised", transport=transport, error=repr(exc))
-            attempts.append({**attempt, "ok": False, "reason": "protocol", "error": f"{type(exc).__name__}: {exc}"})
-            continue
-        if not any(r.echo_rtt_ms is not None for r in run.records):
-            attempts.append({**attempt, "ok": False, "reason": "timeout", "error": "connected, but no probe came back through the relay"})
-            run = None
-            continue
-        attempts.append({**attempt, "ok": True, "reason": None, "error": None, "connect_ms": round(run.connect_ms, 1)})
-        break
+    try:
+        for transport, pending in allocations.items():
+            endpoint = candidates[transport][0]
+            allocation = await pending
+            attempt: dict[str, Any] = {"transport": transport, "server": endpoint.url.url}
+            if not allocation.ok:
+                attempts.append({**attempt, "ok": False, "reason": allocation.reason, "error": allocation.error})
+                continue
+            ctx.note(f"media over {transport.upper()} through {endpoint.url.hostport}")
+            try:
+                run = await run_media_path(_target(endpoint, allocation, ice), plan)
+            except ProbeError as exc:
+                attempts.append({**attempt, "ok": False, "reason": exc.reason, "error": str(exc)})
+                continue
+            except Exception as exc:  # noqa: BLE001 - aiortc's own failure is this attempt's, not the check's
+                ctx.log.warning("media attempt raised", transport=transport, error=repr(exc))
+                attempts.append({**attempt, "ok": False, "reason": "protocol", "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            if not any(r.echo_rtt_ms is not None for r in run.records):
+                attempts.append({**attempt, "ok": False, "reason": "timeout", "error": "connected, but no probe came back through the relay"})
+                run = None
+                continue
+            attempts.append({**attempt, "ok": True, "reason": None, "error": None, "connect_ms": round(run.connect_ms, 1)})
+            break
+    finally:
+        await _settle(allocations.values())
     if run is None:
         return _blocked(attempts, not_configured)
     return measured_outcome(run, attempts, media, not_configured=not_configured)
+
+
+async def _settle(tasks) -> None:
+    """Let the unused allocation checks finish their release briefly, then cancel the rest
+    (a cancelled one is freed by the server when its 60 s lifetime ends)."""
+    pending = [t for t in tasks if not t.done()]
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=SETTLE_S)
+        for task in still:
+            task.cancel()
 
 
 def _target(endpoint, allocation: Allocation, ice: IceSettings) -> "RelayTarget":

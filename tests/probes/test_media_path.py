@@ -96,6 +96,18 @@ async def test_blackholed_relay_fails_within_its_deadline_and_nothing_hangs(agen
     assert blocked and "check:media.path" in blocked[0].evidence
 
 
+async def test_a_dead_tls_relay_does_not_delay_media_over_a_good_udp_one(agentd_env, coturn, silent_server):
+    urls = [coturn.turn_udp_url, f"turns:{silent_server.host}:{silent_server.port}?transport=tcp"]
+    config = agentd_env.write_config(media_config(coturn, urls=urls, media="duration_s = 0.5\n"))
+
+    result = (await run_checks(config, "media.path"))["media.path"]
+
+    assert result.status is Status.PASS and result.details["transport"] == "udp", result.summary
+    assert [a["transport"] for a in result.details["attempts"]] == ["udp"]
+    # not waiting for the TLS allocation's 2 s deadline before probing over UDP
+    assert result.duration_ms < 1600, result.duration_ms
+
+
 async def test_closed_port_fails_fast_as_refused(agentd_env, coturn, closed_port):
     config = agentd_env.write_config(media_config(coturn, urls=[f"turn:127.0.0.1:{closed_port}?transport=tcp"]))
 

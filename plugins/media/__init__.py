@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from agentd import hookimpl
 from agentd.checks import Check, CheckContext, Outcome, Plan
 from agentd.config import ConfigSection
-from agentd.errors import ProbeError
+from agentd.errors import ConfigError, ProbeError
 from agentd.tls import client_context
 
 from agentd_plugins.ice import IceSettings, turn_endpoints
@@ -58,6 +58,17 @@ class MediaSettings:
 @hookimpl
 def agentd_config_sections():
     return [ConfigSection("media", MediaSettings, "the media.path check")]
+
+
+@hookimpl
+def agentd_configure(config) -> None:
+    media: MediaSettings = config.section("media")
+    if media.fail_mos > media.warn_mos:
+        raise ConfigError(
+            f"fail_mos ({media.fail_mos:g}) is above warn_mos ({media.warn_mos:g}): a failing MOS must also warn",
+            file=str(config.path) if config.path else None,
+            key="media.fail_mos",
+        )
 
 
 @hookimpl

@@ -124,3 +124,12 @@ def test_series_is_thinned_for_charts_and_keeps_every_loss():
     assert series[0]["t_ms"] == 0.0 and series[1]["t_ms"] == pytest.approx(80.0)  # groups of 4 probes
     short = thin_series(records[:10])
     assert len(short) == 10 and "lost" not in short[1] and short[0]["rtt_ms"] is None
+
+
+def test_fail_mos_above_warn_mos_is_a_configuration_error_naming_the_key(agentd_env):
+    from tests.conftest import OFFLINE_GENESYS
+
+    agentd_env.write_config(OFFLINE_GENESYS + "[media]\nfail_mos = 4.2\nwarn_mos = 4.0\n")
+    proc = agentd_env.run("check", "--only", "media.path", "--no-daemon")
+    assert proc.returncode == 2
+    assert "media.fail_mos" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,51 @@
+"""Run the benchmarks: ``.venv/bin/python -m benchmarks [NAME ...]``.
+
+Each benchmark runs in its own process (so peak-memory figures are its own) and prints
+its table; with no NAME every one runs, in the order below. Arguments after ``--`` go to
+every benchmark named (``python -m benchmarks preshift -- --runs 3``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+BENCHMARKS = {
+    "preshift": "pre-shift wall time and memory, media.path loss accuracy in the lab (issue 3; the lab needs root)",
+    "genesys": "diagnose and archive against the fake Genesys Cloud, client throughput (issue 4)",
+    "signaling": "WebSocket opening and pings, mute confirmation, monitor reconnects (issue 5)",
+    "delivery": "correlation, HTML rendering, spool and sink throughput (issue 6)",
+    "idle_daemon": "the idle daemon's memory and CPU over a minute with the host timeline on (issue 7)",
+}
+
+
+def main(argv: list[str]) -> int:
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        for name, what in BENCHMARKS.items():
+            print(f"  {name:12} {what}")
+        return 0
+    unknown = [a for a in argv if a not in BENCHMARKS]
+    if unknown:
+        print(f"benchmarks: unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    failed = []
+    for name in argv or list(BENCHMARKS):
+        print(f"\n## {name}: {BENCHMARKS[name]}\n", flush=True)
+        started = time.monotonic()
+        code = subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *extra])
+        print(f"\n({name}: {time.monotonic() - started:.0f} s, exit {code})", flush=True)
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"\nbenchmarks that failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -17,6 +17,7 @@ twice each way. See README.md for the exact definitions.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -103,9 +104,6 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
             "no turn:/turns: url in [[ice.servers]]: nothing to relay media through",
             details={"reason": "not_configured", "attempts": []},
         )
-    from .engine import ProbePlan, run_media_path  # aiortc: only when a media check runs
-
-    plan = ProbePlan(duration_s=_duration(media, ctx.plan.profile), interval_ms=media.interval_ms, connect_timeout_s=media.connect_timeout_s)
     ctx.note("allocating on the TURN server")
     # every transport at once: a blackholed one costs its deadline once, not three times,
     # and each is awaited only when its turn comes (a dead TLS does not delay a good UDP)
@@ -118,6 +116,12 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
     run: "PathRun | None" = None
     not_configured = [t for t in TRANSPORTS if not candidates[t]]
     try:
+        # aiortc takes ~0.3 s to import: do it in a thread while the allocations wait on the
+        # network, not on the event loop where it would stall every other check
+        engine = await asyncio.to_thread(importlib.import_module, f"{__name__}.engine")
+        plan = engine.ProbePlan(
+            duration_s=_duration(media, ctx.plan.profile), interval_ms=media.interval_ms, connect_timeout_s=media.connect_timeout_s
+        )
         for transport, pending in allocations.items():
             endpoint = candidates[transport][0]
             allocation = await pending
@@ -127,7 +131,7 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
                 continue
             ctx.note(f"media over {transport.upper()} through {endpoint.url.hostport}")
             try:
-                run = await run_media_path(_target(endpoint, allocation, ice), plan)
+                run = await engine.run_media_path(_target(endpoint, allocation, ice), plan)
             except ProbeError as exc:
                 attempts.append({**attempt, "ok": False, "reason": exc.reason, "error": str(exc)})
                 continue

@@ -101,8 +101,24 @@ def tcp_paths_open(findings: Findings) -> list[str]:
     return list(dict.fromkeys(refs))
 
 
+def udp_works_locally(findings: Findings) -> bool:
+    """Whether this PC's UDP reaches the relay as the softphone's would: a UDP relay
+    allocation or a UDP STUN binding succeeded. One success outweighs any number of
+    timeouts: a lossy line loses packets, a blocked one loses them all. (Some answered
+    ``udp.ports`` do not count: a firewall filtering source ports lets a few through.)"""
+    if passed(findings.check("turn.udp")):
+        return True
+    stun = findings.check("stun")
+    return stun is not None and any(
+        b.get("ok") is True and b.get("transport", "udp") == "udp" for b in items(stun.details.get("bindings"))
+    )
+
+
 def udp_blocked_locally(findings: Findings) -> list[str]:
-    """References showing UDP does not get through from this PC (by timeout/refusal)."""
+    """References showing UDP does not get through from this PC (by timeout/refusal);
+    none when something shows that it does."""
+    if udp_works_locally(findings):
+        return []
     refs = []
     turn_udp = findings.check("turn.udp")
     if failed(turn_udp) and reason(turn_udp) in BLOCKED_REASONS:
@@ -252,9 +268,18 @@ def turn_tcp_fallback(findings: Findings) -> Verdict | None:
             refs.append(ref_evidence(item))
             parts.append(f"the call's selected candidate pair ran over {str(pair['protocol']).upper()}")
     media = findings.check("media.path")
+    udp_reaches_relay = False
     if passed(media) and str(media.details.get("transport", "")).lower() in TCP_TRANSPORTS:
         refs.append(ref_check(media))
         parts.append(f"agentd's media path test could only get through over {str(media.details['transport']).upper()}")
+        # The UDP relay allocated, yet media over it did not connect in time: UDP is not
+        # blocked but so lossy that the handshakes (ICE, DTLS, SCTP) missed the deadline.
+        turn_udp = findings.check("turn.udp")
+        udp_attempts = [a for a in items(media.details.get("attempts")) if a.get("transport") == "udp"]
+        if passed(turn_udp) and udp_attempts and all(a.get("reason") == "timeout" for a in udp_attempts):
+            udp_reaches_relay = True
+            refs.append(ref_check(turn_udp))
+            parts.append("a UDP relay allocation did succeed, so UDP is not blocked but too lossy for media to connect in time")
     if not refs:
         return None
     forced = [
@@ -270,10 +295,17 @@ def turn_tcp_fallback(findings: Findings) -> Verdict | None:
             "Turn off webRtcForceTurn on the agent's WebRTC station unless policy needs it, and open "
             f"{MEDIA_PORTS} outbound so the relay can use UDP."
         )
+    confidence = 0.9 if any(r.startswith("evidence:") for r in refs) else 0.8
+    if udp_reaches_relay and not forced:
+        confidence = min(confidence, 0.6)
+        next_step = (
+            "Look for packet loss on this PC's line (Wi-Fi, ISP, a VPN): UDP reaches the relay but media over it "
+            "did not connect; run `agentd check --profile full` for a longer media test."
+        )
     return verdict(
         "network.turn_tcp_fallback",
         Severity.WARNING,
-        0.9 if any(r.startswith("evidence:") for r in refs) else 0.8,
+        confidence,
         "Media is relayed over TCP/TLS (calls work, with delay): " + "; ".join(parts) + ".",
         next_step,
         refs,

@@ -500,3 +500,40 @@ def test_rules_are_installed_as_entry_points():
     names = {ep.name for ep in entry_points(group="agentd")}
     assert {"rules-thresholds", "rules-media", "rules-signaling", "rules-host", "rules-platform"} <= names
     assert CALL_START.tzinfo is not None
+
+
+def test_turn_tcp_fallback_on_a_lossy_not_blocked_udp_path_says_so(correlate):
+    """UDP allocations work, but the UDP media attempt timed out (handshakes lost on a lossy
+    line): the fallback is named, as loss rather than a block, and nobody is sent to the firewall."""
+    checks = clean_checks()
+    checks["media.path"] = patched(checks["media.path"], status=Status.WARN, transport="tcp", attempts=[
+        {"transport": "udp", "ok": False, "reason": "timeout", "error": "media did not connect within 3 s"},
+        {"transport": "tcp", "ok": True, "reason": None, "error": None}])
+    verdicts = by_code(correlate(report(checks)))
+    assert set(verdicts) == {"network.turn_tcp_fallback"}
+    v = verdicts["network.turn_tcp_fallback"]
+    assert_well_formed(v)
+    assert "not blocked but too lossy" in v.summary
+    assert "packet loss" in v.next_step and "firewall" not in v.next_step.lower()
+    assert v.confidence <= 0.6
+    assert set(v.evidence) == {"check:media.path", "check:turn.udp"}
+
+
+def test_turn_tcp_fallback_with_udp_blocked_keeps_the_firewall_advice(correlate):
+    v = by_code(correlate(report(udp_blocked_checks())))["network.turn_tcp_fallback"]
+    assert "lossy" not in v.summary and v.confidence == 0.8
+    assert "UDP 3478 and 16384-65535" in v.next_step
+
+
+def test_firewall_silent_when_some_udp_gets_through(correlate):
+    """A UDP media attempt that timed out is not a firewall when a UDP allocation or a UDP
+    binding succeeded from the same PC."""
+    checks = clean_checks()
+    checks["media.path"] = patched(checks["media.path"], status=Status.WARN, transport="tcp", attempts=[
+        {"transport": "udp", "ok": False, "reason": "timeout", "error": "no answer"},
+        {"transport": "tcp", "ok": True, "reason": None, "error": None}])
+    assert "network.firewall_udp_blocked" not in by_code(correlate(report(checks)))
+    # a firewall filtering source ports lets a few through: still a firewall
+    blocked = udp_blocked_checks()
+    blocked["udp.ports"] = patched(blocked["udp.ports"], status=Status.WARN, metrics={"answered_pct": 25.0, "ports_tried": 12})
+    assert "network.firewall_udp_blocked" in by_code(correlate(report(blocked)))

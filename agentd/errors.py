@@ -103,7 +103,12 @@ class GenesysError(AgentdError):
 
 
 class AuthError(GenesysError):
-    """401 after one token refresh, or no usable credentials."""
+    """401 after one token refresh, or no usable credentials. ``grant`` names the OAuth
+    grant that was refused (``client_credentials``, ``refresh_token``, ...) when known."""
+
+    def __init__(self, message: str, *, grant: str | None = None, **kw) -> None:
+        self.grant = grant
+        super().__init__(message, **kw)
 
 
 class PermissionMissing(GenesysError):

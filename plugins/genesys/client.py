@@ -333,6 +333,7 @@ class GenesysClient:
                 status=response.status_code,
                 correlation_id=correlation,
                 path="/oauth/token",
+                grant=grant,
             )
         try:
             payload = response.json()

@@ -102,7 +102,12 @@ class GenesysSource:
         suffix = f":{key}" if key else ""
         if isinstance(exc, AuthError):
             return Evidence(
-                id=f"genesys.auth:{self.name}{suffix}", source=self.name, kind="genesys.auth", status="error", summary=message, data=common
+                id=f"genesys.auth:{self.name}{suffix}",
+                source=self.name,
+                kind="genesys.auth",
+                status="error",
+                summary=message,
+                data={**common, "grant": exc.grant},
             )
         if isinstance(exc, PermissionMissing):
             return Evidence(

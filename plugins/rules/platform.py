@@ -76,13 +76,22 @@ def auth_failed(findings: Findings) -> Verdict | None:
         return None
     ids = [str(i.data.get("correlationId")) for i in refused if i.data.get("correlationId")]
     support = f" (correlation id {', '.join(ids)} for Genesys support)" if ids else ""
+    next_step = (
+        "Check [genesys] client_id and client_secret and that the region matches the org "
+        "(an OAuth client of one region is unknown in another); a deleted or rotated client needs new values."
+    )
+    if any(i.data.get("grant") in ("refresh_token", "authorization_code") for i in refused):
+        # the agent's own login (agentd login) was refused: revoked, expired or logged out
+        next_step = (
+            "Run `agentd login` again as the agent: the stored login was revoked or has expired "
+            "(a password change or an admin revoking the agent's sessions does that)."
+        )
     return verdict(
         "platform.auth_failed",
         Severity.CRITICAL,
         0.95,
         f"Genesys Cloud refused agentd's credentials (401){support}: no server evidence could be read.",
-        "Check [genesys] client_id and client_secret and that the region matches the org "
-        "(an OAuth client of one region is unknown in another); a deleted or rotated client needs new values.",
+        next_step,
         [ref_evidence(i) for i in refused],
     )
 

@@ -432,6 +432,14 @@ def test_auth_failed(correlate):
     assert [v.code for v in verdicts] == ["platform.auth_failed"]
     assert_well_formed(verdicts[0])
     assert "corr-77" in verdicts[0].summary and verdicts[0].evidence == ("evidence:genesys.auth",)
+    assert "client_secret" in verdicts[0].next_step
+
+
+def test_auth_failed_on_the_agents_own_login_says_log_in_again(correlate):
+    items = {"genesys.auth": evidence("genesys.auth", {"status": 400, "correlationId": "c-1", "grant": "refresh_token"}, status="error", window=False)}
+    (v,) = correlate(report({}, items, profile="incident"))
+    assert v.code == "platform.auth_failed"
+    assert "agentd login" in v.next_step and "client_secret" not in v.next_step
 
 
 def test_permission_missing_names_the_permission(correlate):

@@ -149,3 +149,20 @@ async def test_a_refresh_token_from_a_systemd_credential(fake_genesys, agentd_en
         me = await client.get("/api/v2/users/me")
     assert me["id"] == AGENT_USER_ID
     assert not (tmp_path / "absent.json").exists()  # a credential is read-only: nothing written beside it
+
+
+async def test_a_revoked_login_is_an_auth_error_naming_the_refresh_grant(fake_genesys, agentd_env, tmp_path):
+    settings = login_settings(fake_genesys, tmp_path)
+    await login(settings, open_url=follow_in_browser, port=0, timeout_s=10, announce=lambda _: None)
+    fake_genesys.state.refresh_tokens.clear()  # an admin revoked the agent's sessions
+    fake_genesys.state.expire_tokens()
+    async with GenesysClient(settings) as client:
+        with pytest.raises(AuthError) as refused:
+            await client.get("/api/v2/users/me")
+    assert refused.value.grant == "refresh_token"
+    # and the evidence item carries it, for the platform.auth_failed rule's next step
+    from agentd_plugins.genesys.evidence import GenesysSource
+
+    item = GenesysSource(settings).failure(refused.value)
+    assert item.kind == "genesys.auth" and item.data["grant"] == "refresh_token"
+

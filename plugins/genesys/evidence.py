@@ -107,7 +107,7 @@ class GenesysSource:
                 kind="genesys.auth",
                 status="error",
                 summary=message,
-                data={**common, "grant": exc.grant},
+                data={**common, "grant": getattr(exc, "grant", None)},
             )
         if isinstance(exc, PermissionMissing):
             return Evidence(

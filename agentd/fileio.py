@@ -9,6 +9,20 @@ TMP_PREFIX = ".tmp-"
 """Temporary files start with this; a folder's leftovers of a killed process are recognisable."""
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (it owns the leftover it named). Another user's
+    process counts as alive: kill(0) is refused, not answered with "no such process"."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
     try:

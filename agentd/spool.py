@@ -34,7 +34,7 @@ from typing import Iterator
 import structlog
 
 from agentd.errors import DeliveryError
-from agentd.fileio import TMP_PREFIX, fsync_dir, write_atomic
+from agentd.fileio import TMP_PREFIX, fsync_dir, pid_alive, write_atomic
 
 log = structlog.get_logger("agentd.spool")
 
@@ -170,7 +170,7 @@ class Spool:
             name = path.name
             if name.startswith(TMP_PREFIX):
                 pid = name.rsplit(".", 1)[-1]
-                if not (pid.isdigit() and _alive(int(pid))):
+                if not (pid.isdigit() and pid_alive(int(pid))):
                     path.unlink(missing_ok=True)
             elif ".ack." in name and name.split(".ack.", 1)[0] not in pending:
                 path.unlink(missing_ok=True)
@@ -216,15 +216,3 @@ class Spool:
 
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

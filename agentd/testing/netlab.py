@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import time
+from agentd.fileio import pid_alive
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
@@ -89,16 +90,6 @@ def _netns_list() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _kill_and_delete(name: str) -> None:
     """Stop every process left in namespace ``name`` (TERM, then KILL), then delete it."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -109,7 +100,7 @@ def _kill_and_delete(name: str) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         for _ in range(30):  # up to 1.5 s for them to go
-            if not any(_pid_alive(p) for p in pids):
+            if not any(pid_alive(p) for p in pids):
                 break
             time.sleep(0.05)
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
@@ -121,7 +112,7 @@ def cleanup_stale(prefix: str = DEFAULT_PREFIX) -> list[str]:
     removed = []
     for name in _netns_list():
         match = pattern.match(name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             _kill_and_delete(name)
             removed.append(name)
     return removed

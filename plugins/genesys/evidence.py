@@ -100,26 +100,16 @@ class GenesysSource:
         message = redact_text(str(exc))
         common = {"status": exc.status, "correlationId": exc.correlation_id, "path": exc.path}
         suffix = f":{key}" if key else ""
+        # 401 and 403 get kinds of their own (platform.auth_failed / permission_missing read them)
         if isinstance(exc, AuthError):
-            return Evidence(
-                id=f"genesys.auth:{self.name}{suffix}",
-                source=self.name,
-                kind="genesys.auth",
-                status="error",
-                summary=message,
-                data={**common, "grant": getattr(exc, "grant", None)},
-            )
-        if isinstance(exc, PermissionMissing):
-            return Evidence(
-                id=f"genesys.permission:{self.name}{suffix}",
-                source=self.name,
-                kind="genesys.permission",
-                status="error",
-                summary=message,
-                data={**common, "permission": exc.permission},
-            )
-        return self.item(message, {**common, "error": type(exc).__name__}, key=key, status="error")
-
+            kind, extra = "genesys.auth", {"grant": getattr(exc, "grant", None)}
+        elif isinstance(exc, PermissionMissing):
+            kind, extra = "genesys.permission", {"permission": exc.permission}
+        else:
+            return self.item(message, {**common, "error": type(exc).__name__}, key=key, status="error")
+        return Evidence(
+            id=f"{kind}:{self.name}{suffix}", source=self.name, kind=kind, status="error", summary=message, data={**common, **extra}
+        )
 
 # -- shared fetches ----------------------------------------------------------------------
 

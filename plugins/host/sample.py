@@ -103,8 +103,9 @@ def wifi_signal_dbm(interface: str) -> float | None:
     return None
 
 
-def vpn_interfaces() -> tuple[str, ...]:
-    up = psutil.net_if_stats()
+def vpn_interfaces(stats: dict | None = None) -> tuple[str, ...]:
+    """VPN and tunnel interfaces that are up (``stats``: psutil.net_if_stats(), if the caller has it)."""
+    up = psutil.net_if_stats() if stats is None else stats
     return tuple(sorted(n for n, s in up.items() if s.isup and n.lower().startswith(VPN_PREFIXES)))
 
 

@@ -24,11 +24,10 @@ from agentd.checks import Check, CheckContext, Outcome, Plan
 from agentd.errors import ProbeError
 from agentd_plugins.ice import IceSettings, endpoints
 from agentd_plugins.ice.probes import binding_request, format_address, open_udp_client, probe_error, resolve_url
+from agentd_plugins.host.sample import vpn_interfaces
 
 CHECK_ID = "nat"
 
-VPN_PREFIXES = ("tun", "tap", "wg", "ppp", "utun", "ipsec", "vpn", "nordlynx", "tailscale", "zt", "gpd", "cscotun")
-"""Interface names VPN clients create (OpenVPN, WireGuard, PPP, macOS utun, Tailscale, ZeroTier, GlobalProtect, AnyConnect)."""
 
 
 @hookimpl
@@ -68,7 +67,7 @@ def interface_facts() -> dict:
     private_v4: list[str] = []
     global_v6: list[str] = []
     # a VPN interface may carry no address psutil lists (tun has no MAC): look at every interface that is up
-    vpn = [name for name, st in stats.items() if st.isup and name.lower().startswith(VPN_PREFIXES)]
+    vpn = list(vpn_interfaces(stats))
     for name, entries in addrs.items():
         st = stats.get(name)
         if st is not None and not st.isup:

@@ -119,11 +119,22 @@ def test_the_pipeline_redacts_structlog_stdlib_and_exception_text():
     assert "RuntimeError" in lines[3]["exception"]
 
 
-def test_capture_logs_sees_agentd_events():
+async def test_a_raising_check_is_logged_with_its_id_and_error():
+    """The report row says what broke; the log keeps the traceback for whoever debugs the plugin."""
     from structlog.testing import capture_logs
 
-    from agentd.runner import log as runner_log
+    from agentd.checks import Check, Plan
+    from agentd.config import CORE_SECTION, build
+    from agentd.runner import run_checks
 
+    async def broken(ctx):
+        raise RuntimeError("socket table full")
+
+    plan = Plan(profile="preshift", config=build({}, [CORE_SECTION], path=None))
     with capture_logs() as captured:
-        runner_log.warning("check raised", check="x", error="RuntimeError('y')")
-    assert captured == [{"event": "check raised", "check": "x", "error": "RuntimeError('y')", "log_level": "warning"}]
+        (result,) = await run_checks([Check("broken", "broken", broken)], plan, deadline_s=5)
+    assert result.status == "error"
+    (event,) = [e for e in captured if e["event"] == "check raised"]
+    assert event["check"] == "broken"
+    assert "socket table full" in event["error"]
+    assert event["log_level"] == "warning" and event.get("exc_info") is True

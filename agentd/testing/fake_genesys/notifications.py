@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from .scenario import AGENT_USER_ID, QUEUE_ID, iso
+from .scenario import AGENT_USER_ID, agent_participant, iso
 from .server import call_conversation_view, error_response
 from .state import FakeState
 
@@ -323,17 +323,7 @@ def add_live_call(
     agent_call = {"id": str(uuid.uuid4()), "state": call_state, "initialState": "alerting", "direction": "inbound", "muted": muted, "held": False, "provider": "Edge"}
     if call_state == "connected":
         agent_call["connectedTime"] = iso(now - timedelta(seconds=25))
-    agent = {
-        "id": agent_id,
-        "startTime": started,
-        "name": "Alex Agent",
-        "userId": user_id,
-        "userUri": f"/api/v2/users/{user_id}",
-        "queueId": QUEUE_ID,
-        "purpose": "agent",
-        "participantType": "Internal",
-        "calls": [agent_call],
-    }
+    agent = agent_participant(agent_id, user_id, [agent_call], start=started)
     state.conversations[conversation_id] = {
         "id": conversation_id,
         "startTime": started,

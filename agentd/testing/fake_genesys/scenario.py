@@ -37,6 +37,29 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def agent_participant(
+    pid: str, user_id: str, calls: list[dict[str, Any]], *, start: str, end: str | None = None, connected: str | None = None
+) -> dict[str, Any]:
+    """The agent's participant of a conversation, as ``GET /api/v2/conversations/{id}`` has it."""
+    participant: dict[str, Any] = {"id": pid, "startTime": start}
+    if end is not None:
+        participant["endTime"] = end
+    if connected is not None:
+        participant["connectedTime"] = connected
+    participant.update(
+        {
+            "name": "Alex Agent",
+            "userId": user_id,
+            "userUri": f"/api/v2/users/{user_id}",
+            "queueId": QUEUE_ID,
+            "purpose": "agent",
+            "participantType": "Internal",
+            "calls": calls,
+        }
+    )
+    return participant
+
+
 def media_stat(mos: float, *, received: int, discarded: int, latency_ms: int, at: datetime) -> dict[str, Any]:
     """An ``AnalyticsMediaEndpointStat``; the R-factor follows from MOS roughly as the E-model has it."""
     return {
@@ -116,18 +139,13 @@ def add_call(
         first = index == 0
         this_disconnect = disconnect if first else "client"
         participants.append(
-            {
-                "id": pid,
-                "startTime": iso(begin - timedelta(seconds=3)),
-                "endTime": iso(finish),
-                "connectedTime": iso(begin),
-                "name": "Alex Agent",
-                "userId": user_id,
-                "userUri": f"/api/v2/users/{user_id}",
-                "queueId": QUEUE_ID,
-                "purpose": "agent",
-                "participantType": "Internal",
-                "calls": [
+            agent_participant(
+                pid,
+                user_id,
+                start=iso(begin - timedelta(seconds=3)),
+                end=iso(finish),
+                connected=iso(begin),
+                calls=[
                     {
                         "id": f"{pid}-call",
                         "state": "disconnected",
@@ -144,7 +162,7 @@ def add_call(
                         "segments": [],
                     }
                 ],
-            }
+            )
         )
         segment_disconnect = {"transport.failure": "transportFailure"}.get(this_disconnect, this_disconnect)
         interact: dict[str, Any] = {

@@ -33,6 +33,7 @@ class Collector:
     hmac_key: str | None = None
     mode: str = "down"
     retry_after: str | None = None
+    unavailable_posts: int = 0  # answer 503 to this many posts, then store (no timer races)
     stored: dict[str, bytes] = field(default_factory=dict)
     stores: Counter = field(default_factory=Counter)
     posts: Counter = field(default_factory=Counter)
@@ -70,7 +71,8 @@ class Collector:
                 if problem:
                     collector.rejected.append(problem)
                     return self._answer(401, {"error": problem})
-                if collector.mode == "unavailable":
+                if collector.mode == "unavailable" or collector.unavailable_posts > 0:
+                    collector.unavailable_posts = max(0, collector.unavailable_posts - 1)
                     headers = {"Retry-After": collector.retry_after} if collector.retry_after else {}
                     return self._answer(503, {"error": "warming up"}, headers)
                 duplicate = collector.keep(key, body)

@@ -1,0 +1,589 @@
+"""The hub's web application (Starlette): the PCs' API, the JSON API and the helpdesk pages.
+
+Who may do what:
+- a PC (Bearer install token): ``GET /api/v1/agent`` (its WebSocket) and
+  ``POST /api/v1/reports`` (only its own reports); nothing else;
+- a hub account (session cookie from ``/login``, or HTTP Basic for scripts): the pages
+  and the JSON API; it cannot post reports. A state-changing request with the cookie
+  must carry the session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``);
+- nobody: ``/healthz``, ``/login``, ``POST /api/v1/enroll`` (with a fleet key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import math
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import structlog
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from agentd.hub import fleet
+from agentd.hub.agents import Agents
+from agentd.hub.db import is_postgres, make_engine, redact_url
+from agentd.hub.security import RateLimiter, same
+from agentd.hub.store import PC, SAFE_ID, HubInputError, Store, network_of, parse_report
+from agentd.model import Report
+
+log = structlog.get_logger("agentd.hub")
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "agentd_hub_session"
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+PROFILES = ("preshift", "full")
+RUN_ANSWER_S = 30.0
+"""A run the PC did not start answering within this is shown as failed."""
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    database: str
+    node: str = field(default_factory=lambda: f"{socket.gethostname()}-{secrets.token_hex(4)}")
+    max_report_bytes: int = 2 * 2**20
+    ingest_per_s: float = 1.0
+    ingest_burst: float = 60.0
+    login_per_s: float = 0.2
+    login_burst: float = 10.0
+    site_window_s: float = 1800.0
+    site_min_pcs: int = 2
+    revocation_sweep_s: float = 2.0
+
+
+class Hub:
+    """Everything one hub process holds: the engine, the PCs' sockets, the limits."""
+
+    def __init__(self, settings: HubSettings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database)
+        self.store = Store(self.engine)
+        dsn = None
+        if is_postgres(settings.database):
+            dsn = "postgresql://" + settings.database.split("://", 1)[1]
+        self.agents = Agents(self.store, settings.node, pg_dsn=dsn)
+        self.ingest_limit = RateLimiter(settings.ingest_per_s, settings.ingest_burst)
+        self.login_limit = RateLimiter(settings.login_per_s, settings.login_burst)
+        self.enroll_limit = RateLimiter(settings.login_per_s * 5, settings.login_burst * 5)
+        self.fleet_rules = fleet.manager()
+        self.templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
+        self.templates.filters["when"] = _when
+        self._sweeper: asyncio.Task | None = None
+
+    async def startup(self) -> None:
+        await self.agents.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_revoked())
+        log.info("hub ready", node=self.settings.node, database=redact_url(self.settings.database))
+
+    async def shutdown(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await self.agents.stop()
+        await self.engine.dispose()
+
+    async def _sweep_revoked(self) -> None:
+        """A PC revoked by `agentd hub pc revoke` (another process) loses its socket too."""
+        while True:
+            await asyncio.sleep(self.settings.revocation_sweep_s)
+            try:
+                for install_id in list(self.agents.sockets):
+                    if await self.store.is_revoked(install_id):
+                        log.info("closing a revoked PC's connection", install_id=install_id)
+                        await self.agents.close(install_id)
+            except Exception as exc:  # the database away for a moment: try again next round
+                log.warning("revocation sweep failed", error=type(exc).__name__)
+
+    # -- fleet correlation ----------------------------------------------------------------------
+
+    async def site_verdicts(self) -> list[fleet.FleetVerdict]:
+        s = self.settings
+        rows = await self.store.recent_reports(time.time() - s.site_window_s)
+        window = fleet.window_from_rows(rows, s.site_window_s, min_pcs=s.site_min_pcs)
+        return fleet.correlate(self.fleet_rules, window)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _when(ts: Any) -> str:
+    if ts is None:
+        return "-"
+    if isinstance(ts, str):
+        return ts.replace("T", " ").replace("Z", " UTC")
+    return datetime.fromtimestamp(float(ts), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def error(message: str, status: int = 400, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def client_ip(request: Request | WebSocket) -> str:
+    return request.client.host if request.client else "-"
+
+
+def bearer(request: Request | WebSocket) -> str | None:
+    value = request.headers.get("authorization", "")
+    if value[:7].lower() == "bearer ":
+        return value[7:].strip()
+    return None
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise HubInputError(f"report too large: {declared} bytes, the limit is {limit}", 413)
+        except ValueError:
+            raise HubInputError("bad Content-Length") from None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HubInputError(f"report too large: more than {limit} bytes", 413)
+    return bytes(body)
+
+
+@dataclass(frozen=True)
+class Helpdesk:
+    user: str
+    csrf: str | None  # None: HTTP Basic (no cookie, so no CSRF to guard against)
+
+
+async def helpdesk(request: Request) -> Helpdesk | None:
+    hub: Hub = request.app.state.hub
+    sid = request.cookies.get(SESSION_COOKIE)
+    if sid:
+        found = await hub.store.session(sid)
+        if found:
+            return Helpdesk(found[0], found[1])
+    value = request.headers.get("authorization", "")
+    if value[:6].lower() == "basic ":
+        try:
+            name, _, password = base64.b64decode(value[6:].strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        limit_key = f"basic:{client_ip(request)}"
+        if hub.login_limit.blocked(limit_key):
+            return None
+        if await hub.store.check_password(name, password):
+            return Helpdesk(name, None)
+        hub.login_limit.allow(limit_key)  # only failures use up the budget
+    return None
+
+
+def csrf_ok(request: Request, who: Helpdesk, form_token: str | None = None) -> bool:
+    if who.csrf is None:
+        return True
+    given = form_token or request.headers.get("x-csrf-token") or ""
+    return bool(given) and same(given, who.csrf)
+
+
+def page(hub: Hub, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = hub.templates.get_template(name).render(**context)
+    return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff",
+                                                           "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
+
+
+# -- PCs ------------------------------------------------------------------------------------------
+
+
+async def enroll(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    if not hub.enroll_limit.allow(client_ip(request)):
+        return error("too many enrollment attempts; try again later", 429, **{"Retry-After": "10"})
+    key = bearer(request)
+    if not key:
+        return error("enrollment needs the fleet key as a Bearer token", 401)
+    try:
+        data = json.loads(await read_limited(request, 16384))
+        if not isinstance(data, dict):
+            raise ValueError
+    except (ValueError, UnicodeDecodeError):
+        return error("body must be a JSON object {install_id, hostname, user}")
+    except HubInputError as exc:
+        return error(str(exc), exc.status)
+    try:
+        token = await hub.store.enroll(key, str(data.get("install_id") or ""), str(data.get("hostname") or ""), data.get("user") if isinstance(data.get("user"), str) else None)
+    except HubInputError as exc:
+        log.info("enrollment refused", reason=str(exc), client=client_ip(request))
+        return error(str(exc), exc.status)
+    log.info("PC enrolled", install_id=data.get("install_id"), client=client_ip(request))
+    return JSONResponse({"install_id": data["install_id"], "token": token}, status_code=201)
+
+
+async def pc_from(request: Request | WebSocket) -> PC | None:
+    token = bearer(request)
+    return await request.app.state.hub.store.pc_for_token(token) if token else None
+
+
+async def post_report(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    pc = await pc_from(request)
+    if pc is None:
+        if bearer(request) is None and await helpdesk(request) is not None:
+            return error("only PCs post reports (with their install token)", 403)
+        return error("a valid install token is needed (Authorization: Bearer ...)", 401)
+    if not hub.ingest_limit.allow(pc.install_id):
+        return error("too many reports from this PC; try again later", 429, **{"Retry-After": str(hub.ingest_limit.retry_after_s(pc.install_id))})
+    key = request.headers.get("idempotency-key", "")
+    if not key:
+        return error("the Idempotency-Key header (the report id) is missing")
+    try:
+        report, body = parse_report(await read_limited(request, hub.settings.max_report_bytes), max_bytes=hub.settings.max_report_bytes)
+    except HubInputError as exc:
+        log.info("report refused", install_id=pc.install_id, reason=str(exc))
+        return error(str(exc), exc.status)
+    if key != report.id:
+        return error(f"Idempotency-Key must be the report id ({report.id})", 422)
+    if report.agent.install_id != pc.install_id:
+        return error("a PC may post only its own reports (agent.install_id differs from the token's PC)", 403)
+    stored = await hub.store.store_report(pc, report, body, client_ip(request))
+    log.info("report received", install_id=pc.install_id, report=report.id, stored=stored)
+    return JSONResponse({"id": report.id, "stored": stored}, status_code=201 if stored else 200)
+
+
+async def agent_socket(ws: WebSocket) -> None:
+    hub: Hub = ws.app.state.hub
+    pc = await pc_from(ws)
+    if pc is None:
+        await ws.close(code=1008)  # before accept: the client sees HTTP 403
+        return
+    await ws.accept()
+    await hub.agents.attach(pc.install_id, ws)
+    await hub.store.seen(pc.install_id, public_ip=client_ip(ws), node=hub.settings.node)
+    log.info("PC connected", install_id=pc.install_id)
+    try:
+        while True:
+            text = await ws.receive_text()
+            if len(text) > 256 * 1024:
+                continue
+            try:
+                message = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(message, dict):
+                await hub.agents.handle(pc.install_id, message)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        if hub.agents.detach(pc.install_id, ws):
+            with contextlib.suppress(Exception):
+                await hub.store.seen(pc.install_id, node=None)
+        log.info("PC disconnected", install_id=pc.install_id)
+
+
+# -- the JSON API ---------------------------------------------------------------------------------
+
+
+def needs_user(handler: Any) -> Any:
+    async def wrapped(request: Request) -> Response:
+        who = await helpdesk(request)
+        if who is None:
+            if bearer(request):
+                return error("install tokens cannot read the hub; use a hub account", 403)
+            return error("log in: a hub account as HTTP Basic or a session cookie", 401, **{"WWW-Authenticate": 'Basic realm="agentd hub"'})
+        request.state.who = who
+        return await handler(request)
+
+    return wrapped
+
+
+def _pc_row(row: dict[str, Any], sites: dict[str, list[fleet.FleetVerdict]]) -> dict[str, Any]:
+    return {
+        "install_id": row["install_id"], "hostname": row["hostname"], "user": row["agent_user"],
+        "connected": bool(row["connected_node"]), "revoked": row["revoked"] is not None,
+        "last_seen": row["last_seen"], "public_ip": row["report_ip"] or row["public_ip"],
+        "latest_preshift": None if row["report_id"] is None else {
+            "id": row["report_id"], "created": row["created"], "ready": bool(row["ready"]), "top_verdict": row["top_verdict"],
+            "failed_checks": [c for c in (row["failed_checks"] or "").split(",") if c],
+        },
+        "site_verdicts": [v.code for v in sites.get(row["install_id"], [])],
+    }
+
+
+async def _sites_by_pc(hub: Hub) -> tuple[list[fleet.FleetVerdict], dict[str, list[fleet.FleetVerdict]]]:
+    verdicts = await hub.site_verdicts()
+    by_pc: dict[str, list[fleet.FleetVerdict]] = {}
+    for v in verdicts:
+        for install_id in v.install_ids:
+            by_pc.setdefault(install_id, []).append(v)
+    return verdicts, by_pc
+
+
+@needs_user
+async def api_pcs(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    _, by_pc = await _sites_by_pc(hub)
+    return JSONResponse({"pcs": [_pc_row(r, by_pc) for r in await hub.store.fleet()]})
+
+
+def _report_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("id", "install_id", "created", "profile", "ready", "top_verdict", "conversation_id",
+                                "hostname", "agent_user", "public_ip", "loss_pct", "rtt_ms", "mos")} | {
+        "failed_checks": [c for c in (row["failed_checks"] or "").split(",") if c]}
+
+
+@needs_user
+async def api_pc_reports(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    rows = await hub.store.report_rows(request.path_params["install_id"])
+    return JSONResponse({"reports": [_report_row(r) for r in rows]})
+
+
+@needs_user
+async def api_start_check(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    who: Helpdesk = request.state.who
+    if not csrf_ok(request, who):
+        return error("missing or wrong CSRF token", 403)
+    install_id = request.path_params["install_id"]
+    try:
+        data = json.loads(await read_limited(request, 4096) or b"{}")
+    except (ValueError, HubInputError):
+        return error('body must be JSON: {"profile": "preshift"|"full"}')
+    profile = data.get("profile", "preshift") if isinstance(data, dict) else None
+    if profile not in PROFILES:
+        return error('profile must be "preshift" or "full"', 422)
+    known = {r["install_id"]: r for r in await hub.store.list_pcs()}
+    pc = known.get(install_id)
+    if pc is None or pc["revoked"] is not None:
+        return error(f"no enrolled PC {install_id!r}", 404)
+    if not pc["connected_node"]:
+        return error("the PC is not connected to the hub now; its next scheduled check will still arrive", 409)
+    run_id = await hub.store.new_run(install_id, profile, who.user)
+    state = await hub.agents.request_check(run_id, install_id, profile)
+    log.info("check requested", run=run_id, install_id=install_id, user=who.user, state=state)
+    return JSONResponse({"run_id": run_id, "state": state}, status_code=202)
+
+
+@needs_user
+async def api_run(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    run = await hub.store.run(request.path_params["run_id"])
+    if run is None:
+        return error("no such run", 404)
+    if run["state"] in ("requested", "sent") and not run["events"] and time.time() - run["created"] > RUN_ANSWER_S:
+        await hub.store.run_state(run["id"], "failed", error=f"the PC did not start the check within {RUN_ANSWER_S:g} s")
+        run = await hub.store.run(run["id"]) or run
+    return JSONResponse(run)
+
+
+@needs_user
+async def api_report(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    found = await hub.store.report_body(request.path_params["report_id"])
+    if found is None:
+        return error("no such report", 404)
+    data = json.loads(found[1])
+    sites = [v.to_dict() for v in await hub.site_verdicts() if data.get("id") in v.reports]
+    return JSONResponse({"report": data, "site_verdicts": sites})
+
+
+async def healthz(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    try:
+        async with hub.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        return JSONResponse({"ok": False, "error": f"database: {type(exc).__name__}"}, status_code=503)
+    return JSONResponse({"ok": True, "node": hub.settings.node, "connected_pcs": len(hub.agents.sockets)})
+
+
+# -- pages --------------------------------------------------------------------------------------
+
+
+async def login_page(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    if request.method == "GET":
+        return page(hub, "login.html", error=None)
+    ip = client_ip(request)
+    if not hub.login_limit.allow(f"login:{ip}"):
+        return page(hub, "login.html", 429, error="Too many attempts; wait a minute.")
+    form = await request.form()
+    name, password = str(form.get("name") or ""), str(form.get("password") or "")
+    if not await hub.store.check_password(name, password):
+        log.info("login refused", user=name[:100], client=ip)
+        return page(hub, "login.html", 401, error="Wrong name or password.")
+    sid, _ = await hub.store.new_session(name)
+    log.info("login", user=name)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict", secure=request.url.scheme == "https", max_age=12 * 3600)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    who = await helpdesk(request)
+    form = await request.form()
+    if who is None or not csrf_ok(request, who, str(form.get("csrf") or "")):
+        return error("missing or wrong CSRF token", 403)
+    sid = request.cookies.get(SESSION_COOKIE)
+    if sid:
+        await hub.store.end_session(sid)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+def needs_login(handler: Any) -> Any:
+    async def wrapped(request: Request) -> Response:
+        who = await helpdesk(request)
+        if who is None:
+            return RedirectResponse("/login", status_code=303)
+        request.state.who = who
+        return await handler(request)
+
+    return wrapped
+
+
+@needs_login
+async def fleet_page(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    q = request.query_params
+    site_verdicts, by_pc = await _sites_by_pc(hub)
+    rows = [_pc_row(r, by_pc) for r in await hub.store.fleet()]
+    for row in rows:
+        row["network"] = network_of(row["public_ip"]) or "-"
+    counts = {
+        "pcs": len(rows),
+        "ready": sum(1 for r in rows if r["latest_preshift"] and r["latest_preshift"]["ready"]),
+        "not_ready": sum(1 for r in rows if r["latest_preshift"] and not r["latest_preshift"]["ready"]),
+        "no_report": sum(1 for r in rows if not r["latest_preshift"]),
+        "connected": sum(1 for r in rows if r["connected"]),
+    }
+    readiness, verdict, network = q.get("readiness", ""), q.get("verdict", ""), q.get("network", "")
+    verdict_codes = sorted({r["latest_preshift"]["top_verdict"] for r in rows if r["latest_preshift"] and r["latest_preshift"]["top_verdict"]})
+    networks = sorted({r["network"] for r in rows if r["network"] != "-"})
+    shown = [
+        r for r in rows
+        if (not readiness or (readiness == "ready" and r["latest_preshift"] and r["latest_preshift"]["ready"])
+            or (readiness == "not_ready" and r["latest_preshift"] and not r["latest_preshift"]["ready"])
+            or (readiness == "none" and not r["latest_preshift"]))
+        and (not verdict or (r["latest_preshift"] and r["latest_preshift"]["top_verdict"] == verdict) or verdict in r["site_verdicts"])
+        and (not network or r["network"] == network)
+    ]
+    search = q.get("q", "").strip()[:200]
+    results = await hub.store.search(search) if search else None
+    return page(hub, "fleet.html", who=request.state.who, rows=shown, counts=counts, sites=site_verdicts,
+                readiness=readiness, verdict=verdict, network=network, verdict_codes=verdict_codes, networks=networks,
+                search=search, results=results)
+
+
+@needs_login
+async def pc_page(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    install_id = request.path_params["install_id"]
+    pcs = {r["install_id"]: r for r in await hub.store.list_pcs()}
+    pc = pcs.get(install_id)
+    if pc is None:
+        return page(hub, "missing.html", 404, who=request.state.who, what=f"PC {install_id}")
+    rows = await hub.store.report_rows(install_id)
+    return page(hub, "pc.html", who=request.state.who, pc=pc, rows=rows, chart=history_chart(rows), profiles=PROFILES)
+
+
+@needs_login
+async def report_page(request: Request) -> Response:
+    from agentd.report_html import CSP, render_html
+
+    hub: Hub = request.app.state.hub
+    found = await hub.store.report_body(request.path_params["report_id"])
+    if found is None:
+        return page(hub, "missing.html", 404, who=request.state.who, what=f"report {request.path_params['report_id']}")
+    report = Report.from_json(found[1])
+    sites = [v.as_verdict() for v in await hub.site_verdicts() if report.id in v.reports]
+    if sites:  # the fleet's finding first: it explains this PC's failure
+        report = report.with_verdicts((*sites, *report.verdicts))
+    return HTMLResponse(render_html(report), headers={"Content-Security-Policy": CSP + "; frame-ancestors 'self'",
+                                                      "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+
+
+def history_chart(rows: list[dict[str, Any]]) -> str:
+    """Loss, RTT and MOS of a PC's reports over time, as inline SVG (no fetches)."""
+    from agentd.report_html import Axis, Chart, Series
+
+    points = sorted((r["created_ts"], r) for r in rows)
+    if not points:
+        return ""
+    xs = [p[0] for p in points]
+
+    def series(key: str) -> list[tuple[float, float | None]]:
+        return [(x, r[key] if r[key] is not None and math.isfinite(r[key]) else None) for x, r in points]
+
+    span = (xs[0] - 60, xs[-1] + 60)
+    chart = Chart(
+        "chart-history", "loss, RTT and MOS per report", span,
+        lambda x: datetime.fromtimestamp(x, timezone.utc).strftime("%m-%d %H:%M"),
+        Axis("RTT ms / loss %"), Axis("MOS", maximum=5.0),
+        [Series("RTT ms", "#1f77b4", series("rtt_ms")), Series("loss %", "#d62728", series("loss_pct")),
+         Series("MOS", "#2ca02c", series("mos"), axis="right")],
+    )
+    return chart.svg()
+
+
+async def static_js(request: Request) -> Response:
+    return Response((HERE / "templates" / "hub.js").read_text(encoding="utf-8"), media_type="text/javascript",
+                    headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
+# -- the application ------------------------------------------------------------------------------
+
+
+def create_app(settings: HubSettings) -> Starlette:
+    hub = Hub(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await hub.startup()
+        try:
+            yield
+        finally:
+            await hub.shutdown()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/api/v1/enroll", enroll, methods=["POST"]),
+            Route("/api/v1/reports", post_report, methods=["POST"]),
+            WebSocketRoute("/api/v1/agent", agent_socket),
+            Route("/api/v1/pcs", api_pcs),
+            Route("/api/v1/pcs/{install_id}/reports", api_pc_reports),
+            Route("/api/v1/pcs/{install_id}/checks", api_start_check, methods=["POST"]),
+            Route("/api/v1/runs/{run_id}", api_run),
+            Route("/api/v1/reports/{report_id}", api_report),
+            Route("/login", login_page, methods=["GET", "POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/", fleet_page),
+            Route("/pcs/{install_id}", pc_page),
+            Route("/reports/{report_id}", report_page),
+            Route("/static/hub.js", static_js),
+        ],
+        lifespan=lifespan,
+        exception_handlers={Exception: _internal_error},
+    )
+    app.state.hub = hub
+    return app
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("request failed", path=request.url.path, error=f"{type(exc).__name__}")
+    return error("internal error in the hub (logged)", 500)
+
+
+__all__ = ["HubSettings", "create_app", "SAFE_ID", "PlainTextResponse"]

@@ -1,0 +1,221 @@
+"""``agentd hub ...``: the hub's server and admin commands (entry point ``hub-server``).
+
+This module is loaded with every ``agentd`` command (to add its sub-parser), so it
+imports only the standard library and the core; the server's dependencies (the
+``agentd[hub]`` extra) are imported when a hub action runs.
+
+    agentd hub serve [--listen HOST:PORT] [--database URL]
+    agentd hub migrate [--database URL]
+    agentd hub enroll-key create [--note TEXT] | list | revoke ID
+    agentd hub user add NAME --password-stdin | list | remove NAME
+    agentd hub pc list | revoke INSTALL_ID | remove INSTALL_ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from agentd import hookimpl
+from agentd.commands import Command
+from agentd.errors import UsageError
+
+if TYPE_CHECKING:
+    from agentd.app import App
+
+DEFAULT_LISTEN = "127.0.0.1:8750"
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="hub_action", metavar="ACTION", parser_class=type(parser))
+
+    def with_db(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--database", metavar="URL", help="sqlite:///PATH or postgresql://USER@HOST/DB (default: $AGENTD_HUB_DATABASE, else SQLite in the hub's state folder)")
+        sub.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="configuration file")
+        sub.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=argparse.SUPPRESS, help="log level")
+        sub.add_argument("--disable-plugin", metavar="NAME", action="append", default=argparse.SUPPRESS, help="do not load this plugin")
+        return sub
+
+    serve = with_db(actions.add_parser("serve", help="run the hub (migrates the database first)"))
+    serve.add_argument("--listen", metavar="HOST:PORT", default=os.environ.get("AGENTD_HUB_LISTEN", DEFAULT_LISTEN), help=f"where to listen (default {DEFAULT_LISTEN})")
+    serve.add_argument("--max-report-kb", type=int, default=2048, help="largest report accepted (default 2048 KiB)")
+    serve.add_argument("--site-window-min", type=float, default=30.0, help="fleet correlation window in minutes (default 30)")
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate chain (PEM)")
+    serve.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    with_db(actions.add_parser("migrate", help="create or upgrade the hub's database schema"))
+
+    keys = actions.add_parser("enroll-key", help="fleet enrollment keys: create, list, revoke")
+    key_actions = keys.add_subparsers(dest="key_action", metavar="ACTION", parser_class=type(parser))
+    create = with_db(key_actions.add_parser("create", help="make a fleet enrollment key and print it (shown once)"))
+    create.add_argument("--note", default="", help="what the key is for (shown by list)")
+    with_db(key_actions.add_parser("list", help="the keys (never their secret)")).add_argument("--json", action="store_true")
+    with_db(key_actions.add_parser("revoke", help="refuse the key from now on (enrolled PCs keep their tokens)")).add_argument("key_id", metavar="ID")
+
+    users = actions.add_parser("user", help="hub accounts for helpdesk: add, list, remove")
+    user_actions = users.add_subparsers(dest="user_action", metavar="ACTION", parser_class=type(parser))
+    add = with_db(user_actions.add_parser("add", help="add an account; the password is read from stdin"))
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin (the only way: never on the command line)")
+    with_db(user_actions.add_parser("list", help="the accounts")).add_argument("--json", action="store_true")
+    with_db(user_actions.add_parser("remove", help="remove an account and end its sessions")).add_argument("name", metavar="NAME")
+
+    pcs = actions.add_parser("pc", help="enrolled PCs: list, revoke, remove")
+    pc_actions = pcs.add_subparsers(dest="pc_action", metavar="ACTION", parser_class=type(parser))
+    with_db(pc_actions.add_parser("list", help="enrolled PCs")).add_argument("--json", action="store_true")
+    with_db(pc_actions.add_parser("revoke", help="refuse this PC's install token at once")).add_argument("install_id", metavar="INSTALL_ID")
+    with_db(pc_actions.add_parser("remove", help="forget a PC (it may enroll again)")).add_argument("install_id", metavar="INSTALL_ID")
+
+
+def _hub_modules() -> None:
+    try:
+        import argon2  # noqa: F401
+        import sqlalchemy  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"the hub needs its extra dependencies ({exc.name} is missing): pip install 'agentd[hub]'") from None
+
+
+def _run(args: argparse.Namespace, app: App) -> Any:
+    action = getattr(args, "hub_action", None)
+    if action is None:
+        raise UsageError("agentd hub: choose an action: serve, migrate, enroll-key, user, pc (see --help)")
+    _hub_modules()
+    from agentd.hub import db
+
+    url = db.resolve_url(getattr(args, "database", None))
+    if action == "serve":
+        return _serve(args, url)
+    return _admin(args, action, url)
+
+
+def _serve(args: argparse.Namespace, url: str) -> int:
+    from agentd.hub.server import serve
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--listen must be HOST:PORT, got {args.listen!r}")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    return serve(url, host.strip("[]"), int(port), max_report_bytes=args.max_report_kb * 1024,
+                 site_window_s=args.site_window_min * 60, tls_cert=args.tls_cert, tls_key=args.tls_key)
+
+
+def _stamp(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _admin(args: argparse.Namespace, action: str, url: str) -> int:
+    from agentd.hub.migrate import upgrade
+    from agentd.hub.db import make_engine, redact_url
+    from agentd.hub.store import HubInputError, Store
+
+    async def go() -> int:
+        engine = make_engine(url)
+        try:
+            await upgrade(engine)
+            store = Store(engine)
+            if action == "migrate":
+                print(f"hub database {redact_url(url)} is at the newest schema")
+                return 0
+            if action == "enroll-key":
+                return await _keys(args, store)
+            if action == "user":
+                return await _users(args, store)
+            return await _pcs(args, store)
+        except HubInputError as exc:
+            raise UsageError(f"agentd hub {action}: {exc}") from None
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+async def _keys(args: argparse.Namespace, store: Any) -> int:
+    what = getattr(args, "key_action", None)
+    if what == "create":
+        issued = await store.create_enroll_key(args.note)
+        print(issued.text)
+        print(f"key id {issued.id}: give the key to PCs as [hub] enrollment_key (a secret reference); it is not shown again", file=sys.stderr)
+        return 0
+    if what == "list":
+        keys = await store.list_enroll_keys()
+        if args.json:
+            print(json.dumps(keys, indent=2))
+        for k in [] if args.json else keys:
+            state = f"revoked {_stamp(k['revoked'])}" if k["revoked"] else "active"
+            print(f"{k['id']}  {state:32}  used {k['uses']:5}  created {_stamp(k['created'])}  {k['note']}")
+        return 0
+    if what == "revoke":
+        if await store.revoke_enroll_key(args.key_id):
+            print(f"enrollment key {args.key_id} revoked")
+            return 0
+        print(f"agentd: no active enrollment key {args.key_id}", file=sys.stderr)
+        return 1
+    raise UsageError("agentd hub enroll-key: choose create, list or revoke")
+
+
+async def _users(args: argparse.Namespace, store: Any) -> int:
+    what = getattr(args, "user_action", None)
+    if what == "add":
+        if not args.password_stdin:
+            raise UsageError("agentd hub user add: give the password on stdin with --password-stdin (never as an argument)")
+        password = sys.stdin.readline().rstrip("\r\n")
+        await store.add_user(args.name, password)
+        print(f"user {args.name} added")
+        return 0
+    if what == "list":
+        users = await store.list_users()
+        if args.json:
+            print(json.dumps(users, indent=2))
+        for u in [] if args.json else users:
+            print(f"{u['name']}  created {_stamp(u['created'])}")
+        return 0
+    if what == "remove":
+        if await store.remove_user(args.name):
+            print(f"user {args.name} removed")
+            return 0
+        print(f"agentd: no user {args.name}", file=sys.stderr)
+        return 1
+    raise UsageError("agentd hub user: choose add, list or remove")
+
+
+async def _pcs(args: argparse.Namespace, store: Any) -> int:
+    what = getattr(args, "pc_action", None)
+    if what == "list":
+        pcs = await store.list_pcs()
+        if args.json:
+            print(json.dumps(pcs, indent=2))
+        for p in [] if args.json else pcs:
+            state = "revoked" if p["revoked"] else ("connected" if p["connected_node"] else "offline")
+            print(f"{p['install_id']}  {p['hostname']:24}  {state:9}  last seen {_stamp(p['last_seen'])}")
+        return 0
+    if what in ("revoke", "remove"):
+        done = await (store.revoke_pc if what == "revoke" else store.remove_pc)(args.install_id)
+        if done:
+            print(f"PC {args.install_id} {what}d")
+            return 0
+        print(f"agentd: no {'active ' if what == 'revoke' else ''}PC {args.install_id}", file=sys.stderr)
+        return 1
+    raise UsageError("agentd hub pc: choose list, revoke or remove")
+
+
+@hookimpl
+def agentd_commands() -> list[Command]:
+    return [
+        Command(
+            name="hub",
+            help="the helpdesk hub: serve, migrate, enroll-key, user, pc",
+            description=(
+                "The helpdesk hub: every PC's readiness on one web page, and a check on any PC from there. "
+                "Needs pip install 'agentd[hub]'."
+            ),
+            add_arguments=_arguments,
+            run=_run,
+        )
+    ]

@@ -1,0 +1,406 @@
+"""What the hub keeps, and the questions it asks of it (one place for every query)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agentd.hub import security
+from agentd.hub.db import enroll_keys, pcs, reports, run_events, runs, sessions, users
+from agentd.model import Report, parse_time
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+SESSION_TTL_S = 12 * 3600
+
+
+class HubInputError(ValueError):
+    """Input the hub refuses: the message is the one line the client gets (4xx)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class PC:
+    install_id: str
+    token_id: str
+    hostname: str
+    revoked: float | None
+
+
+def now() -> float:
+    return time.time()
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.verified = security.VerifiedCache()
+
+    # -- enrollment keys --------------------------------------------------------------
+
+    async def create_enroll_key(self, note: str = "") -> security.IssuedSecret:
+        issued = security.issue(security.ENROLL_KEY_KIND)
+        async with self.engine.begin() as conn:
+            await conn.execute(enroll_keys.insert().values(id=issued.id, key_hash=issued.hash, note=note[:200], created=now()))
+        return issued
+
+    async def list_enroll_keys(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(enroll_keys).order_by(enroll_keys.c.created))).mappings().all()
+        return [{k: v for k, v in r.items() if k != "key_hash"} for r in rows]
+
+    async def revoke_enroll_key(self, key_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                enroll_keys.update().where(enroll_keys.c.id == key_id, enroll_keys.c.revoked.is_(None)).values(revoked=now())
+            )
+        return done.rowcount > 0
+
+    # -- PCs ----------------------------------------------------------------------------
+
+    async def enroll(self, key_text: str, install_id: str, hostname: str, user: str | None) -> str:
+        """Trade a fleet key for this PC's own install token (shown once)."""
+        parts = security.split(security.ENROLL_KEY_KIND, key_text)
+        if parts is None:
+            raise HubInputError("not an enrollment key", 401)
+        if not SAFE_ID.match(install_id or ""):
+            raise HubInputError("install_id must be 1-100 letters, digits or ._:-")
+        key_id, secret = parts
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(enroll_keys).where(enroll_keys.c.id == key_id))).mappings().first()
+            pc = (await conn.execute(sa.select(pcs.c.revoked).where(pcs.c.install_id == install_id))).first()
+        if row is None or row["revoked"] is not None or not security.verify_secret(row["key_hash"], secret):
+            raise HubInputError("enrollment key unknown or revoked", 401)
+        if pc is not None and pc.revoked is not None:
+            raise HubInputError("this PC was revoked on the hub; an administrator must remove it first", 403)
+        token = security.issue(security.INSTALL_TOKEN_KIND)
+        values = dict(token_id=token.id, token_hash=token.hash, enroll_key_id=key_id, hostname=hostname[:255],
+                      agent_user=(user or None) and user[:255], enrolled=now())
+        async with self.engine.begin() as conn:
+            if pc is None:
+                await conn.execute(pcs.insert().values(install_id=install_id, **values))
+            else:  # a PC that lost its token enrolls again: the old token stops working
+                await conn.execute(pcs.update().where(pcs.c.install_id == install_id).values(**values))
+            await conn.execute(enroll_keys.update().where(enroll_keys.c.id == key_id).values(uses=enroll_keys.c.uses + 1))
+        return token.text
+
+    async def pc_for_token(self, token_text: str) -> PC | None:
+        parts = security.split(security.INSTALL_TOKEN_KIND, token_text)
+        if parts is None:
+            return None
+        token_id, secret = parts
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(pcs).where(pcs.c.token_id == token_id))).mappings().first()
+        if row is None or row["revoked"] is not None:
+            return None
+        mark = security.fingerprint(f"{row['token_hash']}|{token_text}")
+        if not self.verified.has(mark):
+            if not security.verify_secret(row["token_hash"], secret):
+                return None
+            self.verified.add(mark)
+        return PC(row["install_id"], row["token_id"], row["hostname"], row["revoked"])
+
+    async def list_pcs(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(pcs).order_by(pcs.c.hostname, pcs.c.install_id))).mappings().all()
+        return [{k: v for k, v in r.items() if k not in ("token_hash",)} for r in rows]
+
+    async def revoke_pc(self, install_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(pcs.update().where(pcs.c.install_id == install_id, pcs.c.revoked.is_(None)).values(revoked=now()))
+        return done.rowcount > 0
+
+    async def remove_pc(self, install_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(pcs.delete().where(pcs.c.install_id == install_id))
+        return done.rowcount > 0
+
+    async def is_revoked(self, install_id: str) -> bool:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(pcs.c.revoked).where(pcs.c.install_id == install_id))).first()
+        return row is None or row.revoked is not None
+
+    async def seen(self, install_id: str, *, public_ip: str | None = None, node: str | None | bool = False) -> None:
+        values: dict[str, Any] = {"last_seen": now()}
+        if public_ip:
+            values["public_ip"] = public_ip
+        if node is not False:
+            values["connected_node"] = node
+        async with self.engine.begin() as conn:
+            await conn.execute(pcs.update().where(pcs.c.install_id == install_id).values(**values))
+
+    # -- users and sessions --------------------------------------------------------------
+
+    async def add_user(self, name: str, password: str) -> None:
+        if not USER_NAME.match(name):
+            raise HubInputError("a user name is 1-100 letters, digits or ._@-")
+        if len(password) < 8:
+            raise HubInputError("the password must have at least 8 characters")
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(users.insert().values(name=name, password_hash=security.hash_password(password), created=now()))
+        except IntegrityError:
+            raise HubInputError(f"user {name!r} exists already") from None
+
+    async def list_users(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(users.c.name, users.c.created).order_by(users.c.name))).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def remove_user(self, name: str) -> bool:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(users.delete().where(users.c.name == name))
+            await conn.execute(sessions.delete().where(sessions.c.user_name == name))
+        return done.rowcount > 0
+
+    async def check_password(self, name: str, password: str) -> bool:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(users.c.password_hash).where(users.c.name == name))).first()
+        if row is None:
+            security.verify_password(_DUMMY_HASH, password)  # same cost whether the user exists or not
+            return False
+        mark = security.fingerprint(f"{row.password_hash}|{password}")
+        if self.verified.has(mark):
+            return True
+        ok = security.verify_password(row.password_hash, password)
+        if ok:
+            self.verified.add(mark)
+        return ok
+
+    async def new_session(self, name: str) -> tuple[str, str]:
+        """(session id for the cookie, CSRF token)."""
+        sid = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(24)
+        async with self.engine.begin() as conn:
+            await conn.execute(sessions.delete().where(sessions.c.expires < now()))
+            await conn.execute(sessions.insert().values(id_hash=security.fingerprint(sid), user_name=name, csrf=csrf, expires=now() + SESSION_TTL_S))
+        return sid, csrf
+
+    async def session(self, sid: str) -> tuple[str, str] | None:
+        """(user name, CSRF token) of a live session."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(sessions.c.user_name, sessions.c.csrf)
+                    .select_from(sessions.join(users, users.c.name == sessions.c.user_name))
+                    .where(sessions.c.id_hash == security.fingerprint(sid), sessions.c.expires > now())
+                )
+            ).first()
+        return (row.user_name, row.csrf) if row else None
+
+    async def end_session(self, sid: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(sessions.delete().where(sessions.c.id_hash == security.fingerprint(sid)))
+
+    # -- reports ---------------------------------------------------------------------------
+
+    async def store_report(self, pc: PC, report: Report, body: str, public_ip: str | None) -> bool:
+        """Store once: True when stored now, False when the hub had it already."""
+        row = summarize(report)
+        created_ts = row.pop("created_ts")
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    reports.insert().values(
+                        id=report.id, install_id=pc.install_id, created=report.created, created_ts=created_ts,
+                        received=now(), body=body, public_ip=public_ip, **row,
+                    )
+                )
+                values: dict[str, Any] = {"last_report_id": report.id, "hostname": report.agent.hostname[:255],
+                                          "agent_user": report.agent.user, "last_seen": now()}
+                if public_ip:
+                    values["public_ip"] = public_ip
+                await conn.execute(pcs.update().where(pcs.c.install_id == pc.install_id).values(**values))
+                if report.profile == "preshift":
+                    newer = sa.or_(
+                        pcs.c.last_preshift_id.is_(None),
+                        pcs.c.last_preshift_id < report.id,  # report ids sort by time
+                    )
+                    await conn.execute(pcs.update().where(pcs.c.install_id == pc.install_id, newer).values(last_preshift_id=report.id))
+        except IntegrityError:
+            return False
+        return True
+
+    async def report_body(self, report_id: str) -> tuple[str, str] | None:
+        """(install id, JSON) of one report."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(reports.c.install_id, reports.c.body).where(reports.c.id == report_id))).first()
+        return (row.install_id, row.body) if row else None
+
+    async def report_rows(self, install_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        cols = [c for c in reports.c if c.name != "body"]
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(sa.select(*cols).where(reports.c.install_id == install_id).order_by(reports.c.created_ts.desc()).limit(limit))
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def recent_reports(self, since_ts: float) -> list[dict[str, Any]]:
+        cols = [c for c in reports.c if c.name != "body"]
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(*cols).where(reports.c.created_ts >= since_ts).order_by(reports.c.created_ts))).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def fleet(self) -> list[dict[str, Any]]:
+        """Every PC with its latest pre-shift report's summary."""
+        latest = reports.alias("latest")
+        cols = [pcs.c.install_id, pcs.c.hostname, pcs.c.agent_user, pcs.c.last_seen, pcs.c.public_ip, pcs.c.revoked,
+                pcs.c.connected_node, latest.c.id.label("report_id"), latest.c.created, latest.c.ready,
+                latest.c.top_verdict, latest.c.public_ip.label("report_ip"), latest.c.failed_checks]
+        query = sa.select(*cols).select_from(pcs.outerjoin(latest, latest.c.id == pcs.c.last_preshift_id)).order_by(pcs.c.hostname, pcs.c.install_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def search(self, text: str, limit: int = 50) -> list[dict[str, Any]]:
+        like = f"%{_escape_like(text)}%"
+        cols = [c for c in reports.c if c.name != "body"]
+        query = (
+            sa.select(*cols)
+            .where(sa.or_(reports.c.conversation_id == text, reports.c.hostname.ilike(like, escape="\\"),
+                          reports.c.agent_user.ilike(like, escape="\\"), reports.c.id == text, reports.c.install_id == text))
+            .order_by(reports.c.created_ts.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(r) for r in rows]
+
+    # -- runs ------------------------------------------------------------------------------
+
+    async def new_run(self, install_id: str, profile: str, user: str) -> str:
+        run_id = f"run-{secrets.token_hex(8)}"
+        async with self.engine.begin() as conn:
+            await conn.execute(runs.insert().values(id=run_id, install_id=install_id, profile=profile, requested_by=user,
+                                                    state="requested", created=now(), updated=now()))
+        return run_id
+
+    async def run_state(self, run_id: str, state: str, *, report_id: str | None = None, error: str | None = None) -> None:
+        values: dict[str, Any] = {"state": state, "updated": now()}
+        if report_id:
+            values["report_id"] = report_id
+        if error:
+            values["error"] = error[:500]
+        async with self.engine.begin() as conn:
+            await conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+
+    async def add_run_event(self, run_id: str, seq: int, event: dict[str, Any]) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(run_events.insert().values(run_id=run_id, seq=seq, at=now(), event=json.dumps(event)[:20000]))
+                await conn.execute(runs.update().where(runs.c.id == run_id, runs.c.state.in_(("requested", "sent"))).values(state="running", updated=now()))
+        except IntegrityError:
+            pass  # the same event again after a reconnect
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).mappings().first()
+            if row is None:
+                return None
+            events = (await conn.execute(sa.select(run_events.c.seq, run_events.c.at, run_events.c.event).where(run_events.c.run_id == run_id).order_by(run_events.c.seq))).all()
+            report_ok = False
+            if row["report_id"]:
+                report_ok = (await conn.execute(sa.select(reports.c.id).where(reports.c.id == row["report_id"]))).first() is not None
+        data = dict(row)
+        data["events"] = [{"seq": e.seq, "at": e.at, **json.loads(e.event)} for e in events]
+        data["report_stored"] = report_ok
+        return data
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+_DUMMY_HASH = security.hash_password("agentd-no-such-user")
+
+
+def _metric(report: Report, check_id: str, name: str) -> float | None:
+    check = report.check(check_id)
+    value = check.metrics.get(name) if check else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def summarize(report: Report) -> dict[str, Any]:
+    """The columns the pages and correlation read, so they need not parse every body."""
+    top = report.verdicts[0].code if report.verdicts else None
+    return {
+        "created_ts": parse_time(report.created).timestamp(),
+        "profile": report.profile[:20],
+        "ready": report.ready,
+        "top_verdict": top,
+        "conversation_id": report.conversation_id,
+        "hostname": report.agent.hostname[:255],
+        "agent_user": (report.agent.user or None) and report.agent.user[:255],
+        "failed_checks": ",".join(c.id for c in report.checks if c.status.blocks_readiness)[:500],
+        "passed_checks": ",".join(c.id for c in report.checks if str(c.status) == "pass")[:500],
+        "loss_pct": _metric(report, "media.path", "loss_pct"),
+        "rtt_ms": _metric(report, "media.path", "rtt_ms") or _metric(report, "stun", "rtt_ms"),
+        "mos": _metric(report, "media.path", "mos"),
+    }
+
+
+def network_of(address: str | None, v4_prefix: int = 24, v6_prefix: int = 48) -> str | None:
+    """The public prefix a PC sits behind (a site), from its public address."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    prefix = v4_prefix if ip.version == 4 else v6_prefix
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def parse_report(body: bytes, *, max_bytes: int) -> tuple[Report, str]:
+    """Schema-check an uploaded report; HubInputError names the first problem."""
+    if len(body) > max_bytes:
+        raise HubInputError(f"report too large: {len(body)} bytes, the limit is {max_bytes}", 413)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HubInputError(f"body is not JSON: {str(exc)[:120]}") from None
+    if not isinstance(data, dict):
+        raise HubInputError("body must be a JSON object (an agentd.report/1 document)", 422)
+    if data.get("schema") != "agentd.report/1":
+        raise HubInputError(f"schema must be 'agentd.report/1', got {str(data.get('schema'))[:60]!r}", 422)
+    for key, kind in (("id", str), ("created", str), ("agent", dict), ("checks", list), ("verdicts", list), ("evidence", list)):
+        if key in data and not isinstance(data[key], kind):
+            raise HubInputError(f"field {key!r} must be a {kind.__name__ if kind is not dict else 'object'}", 422)
+        if key in ("id", "created", "agent") and key not in data:
+            raise HubInputError(f"field {key!r} is missing", 422)
+    if not SAFE_ID.match(data["id"]):
+        raise HubInputError("field 'id' must be 1-100 letters, digits or ._:-", 422)
+    try:
+        report = Report.from_dict(data)
+        parse_time(report.created)
+        for c in report.checks:
+            if not isinstance(c.id, str) or not isinstance(c.summary, str) or not isinstance(c.title, str):
+                raise TypeError(f"check {str(c.id)[:40]!r}: id, title and summary must be strings")
+            if not _number(c.duration_ms) or not all(v is None or _number(v) for v in c.metrics.values()):
+                raise TypeError(f"check {c.id[:40]!r}: duration_ms and metrics must be numbers")
+        for v in report.verdicts:
+            if not isinstance(v.code, str) or not isinstance(v.summary, str) or not _number(v.confidence):
+                raise TypeError("verdict code and summary must be strings, confidence a number")
+        if not isinstance(report.agent.hostname, str) or not isinstance(report.agent.install_id, str):
+            raise TypeError("agent.hostname and agent.install_id must be strings")
+    except HubInputError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise HubInputError(f"not a valid agentd report: {type(exc).__name__}: {str(exc)[:160]}", 422) from None
+    return report, json.dumps(report.to_dict(), ensure_ascii=False)

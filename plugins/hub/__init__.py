@@ -1,0 +1,314 @@
+"""The PC's side of the helpdesk hub: ``[hub]``. See README.md.
+
+- Enrollment: on first contact the fleet key (``enrollment_key``, a secret reference) is
+  traded for this PC's own install token, kept owner-only in the state folder
+  (``hub-token.json``, mode 0600). The hub can revoke it per PC.
+- The hub as a sink (``hub``): reports go through the spool like every sink and are
+  POSTed to ``/api/v1/reports`` with ``Idempotency-Key: <report id>``, so a report sent
+  again after a crash is stored once.
+- The daemon keeps one outbound WebSocket, ``GET /api/v1/agent`` with the install token
+  as Bearer, reconnecting with exponential backoff and jitter. A check request from the
+  hub runs through the daemon's own job path (one run at a time, like the control
+  socket's), its progress streamed back; the report is delivered through the spool.
+  Proxies: the WebSocket and the HTTP calls honour ``HTTPS_PROXY`` / ``HTTP_PROXY`` /
+  ``NO_PROXY`` from the environment (websockets' and httpx's proxy support).
+
+This plugin never imports ``agentd.hub`` (the server): they share only the wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+
+from agentd import hookimpl, paths, redact
+from agentd.config import Config, ConfigSection, Secret
+from agentd.errors import ConfigError, DeliveryError
+from agentd.fileio import write_atomic
+from agentd.model import Report
+from agentd.tls import client_context
+
+log = structlog.get_logger("agentd.hub.client")
+
+TOKEN_FILE = "hub-token.json"
+PROFILES = ("preshift", "full")
+
+
+@dataclass(frozen=True)
+class HubClientSettings:
+    """``[hub]``: this PC's link to the helpdesk hub (present = enabled)."""
+
+    url: str = field(metadata={"help": "the hub's base URL, https://hub.example:8750"})
+    enrollment_key: Secret | None = field(default=None, metadata={"help": "the fleet enrollment key, traded once for this PC's own install token"})
+    ca_file: Path | None = field(default=None, metadata={"help": "CA bundle for a hub with a private CA"})
+    connect: bool = field(default=True, metadata={"help": "keep the WebSocket open so helpdesk can start checks on this PC"})
+    timeout_s: float = field(default=10.0, metadata={"help": "deadline of one request or WebSocket opening", "min": 0.5, "max": 300})
+    reconnect_min_s: float = field(default=1.0, metadata={"help": "first wait before reconnecting; doubles, with jitter", "min": 0.05, "max": 600})
+    reconnect_max_s: float = field(default=60.0, metadata={"help": "longest wait between reconnects", "min": 0.1, "max": 3600})
+
+
+# -- the install token -------------------------------------------------------------------
+
+
+def token_path() -> Path:
+    return paths.state_dir() / TOKEN_FILE
+
+
+def base_url(settings: HubClientSettings) -> str:
+    return settings.url.rstrip("/")
+
+
+def load_token(settings: HubClientSettings) -> str | None:
+    try:
+        data = json.loads(token_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("url") != base_url(settings) or data.get("install_id") != paths.install_id():
+        return None  # another hub, or a copied state folder: enroll again
+    token = data.get("token")
+    if isinstance(token, str) and token:
+        redact.register_secret(token)
+        return token
+    return None
+
+
+def forget_token() -> None:
+    with contextlib.suppress(FileNotFoundError):
+        token_path().unlink()
+
+
+def _verify(settings: HubClientSettings) -> Any:
+    return client_context(settings.ca_file) if settings.ca_file else True
+
+
+async def enroll(settings: HubClientSettings) -> str:
+    """Trade the fleet key for this PC's install token, stored owner-only."""
+    from agentd.app import agent_info
+
+    if settings.enrollment_key is None:
+        raise DeliveryError("not enrolled with the hub and no [hub] enrollment_key is configured", retryable=False)
+    info = agent_info()
+    try:
+        async with httpx.AsyncClient(timeout=settings.timeout_s, verify=_verify(settings)) as client:
+            response = await client.post(
+                f"{base_url(settings)}/api/v1/enroll",
+                json={"install_id": info.install_id, "hostname": info.hostname, "user": info.user},
+                headers={"Authorization": f"Bearer {settings.enrollment_key.reveal()}"},
+            )
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"hub {base_url(settings)} not reachable for enrollment: {type(exc).__name__}") from None
+    if response.status_code != 201:
+        raise DeliveryError(f"hub refused enrollment: HTTP {response.status_code} {_error_line(response)}",
+                            retryable=response.status_code >= 500 or response.status_code == 429)
+    token = response.json().get("token")
+    if not isinstance(token, str):
+        raise DeliveryError("hub answered enrollment without a token")
+    redact.register_secret(token)
+    write_atomic(token_path(), json.dumps({"url": base_url(settings), "install_id": info.install_id, "token": token}), mode=0o600, durable=True)
+    log.info("enrolled with the hub", hub=base_url(settings))
+    return token
+
+
+async def install_token(settings: HubClientSettings) -> str:
+    return load_token(settings) or await enroll(settings)
+
+
+def _error_line(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", ""))[:200]
+    except ValueError:
+        return response.reason_phrase
+
+
+# -- the sink ---------------------------------------------------------------------------------
+
+
+class HubSink:
+    name = "hub"
+
+    def __init__(self, settings: HubClientSettings) -> None:
+        self.settings = settings
+
+    async def deliver(self, report: Report, payload: bytes) -> None:
+        token = await install_token(self.settings)
+        url = f"{base_url(self.settings)}/api/v1/reports"
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": report.id, "Content-Type": "application/json"}
+        try:
+            async with httpx.AsyncClient(timeout=self.settings.timeout_s, verify=_verify(self.settings)) as client:
+                response = await client.post(url, content=payload, headers=headers)
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"hub {base_url(self.settings)} did not take report {report.id}: {type(exc).__name__}") from None
+        if response.status_code in (200, 201):
+            return
+        if response.status_code == 401:  # revoked or unknown token: a new enrollment may fix it (a revoked PC stays refused)
+            forget_token()
+        retry = response.status_code in (401, 408, 429) or response.status_code >= 500
+        raise DeliveryError(f"hub refused report {report.id}: HTTP {response.status_code} {_error_line(response)}", retryable=retry)
+
+
+# -- the WebSocket ------------------------------------------------------------------------------
+
+
+def ws_url(settings: HubClientSettings) -> str:
+    parts = urlsplit(base_url(settings))
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return parts._replace(scheme=scheme, path=parts.path.rstrip("/") + "/api/v1/agent").geturl()
+
+
+def backoff_s(attempt: int, low: float, high: float) -> float:
+    """Exponential with full jitter on the upper half, so a fleet does not reconnect in step."""
+    ceiling = min(high, low * (2 ** min(attempt, 20)))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class HubLink:
+    """The daemon's connection to the hub, for as long as the daemon runs."""
+
+    def __init__(self, daemon: Any, settings: HubClientSettings) -> None:
+        self.daemon = daemon
+        self.settings = settings
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self.task: asyncio.Task | None = None
+        self._runs: set[asyncio.Task] = set()
+
+    async def run_forever(self) -> None:
+        import websockets
+
+        attempt = 0
+        while True:
+            try:
+                token = await install_token(self.settings)
+                ssl = client_context(self.settings.ca_file) if ws_url(self.settings).startswith("wss") else None
+                async with websockets.connect(
+                    ws_url(self.settings), additional_headers={"Authorization": f"Bearer {token}"}, ssl=ssl,
+                    open_timeout=self.settings.timeout_s, ping_interval=30, ping_timeout=30, max_size=2**20,
+                ) as ws:
+                    attempt = 0
+                    self.connects += 1
+                    self.connected.set()
+                    log.info("connected to the hub", hub=base_url(self.settings))
+                    from agentd.app import agent_info
+
+                    info = agent_info()
+                    await ws.send(json.dumps({"type": "hello", "hostname": info.hostname, "version": info.version}))
+                    await self._serve(ws)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                if status in (401, 403):
+                    forget_token()  # enroll again next time (a revoked PC is refused there)
+                log.warning("hub connection lost; reconnecting", hub=base_url(self.settings),
+                            error=redact.redact_text(f"{type(exc).__name__}: {exc}")[:200])
+            finally:
+                self.connected.clear()
+            attempt += 1
+            await asyncio.sleep(backoff_s(attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s))
+
+    async def _serve(self, ws: Any) -> None:
+        async for raw in ws:
+            try:
+                message = json.loads(raw)
+            except (ValueError, TypeError):
+                continue
+            if isinstance(message, dict) and message.get("type") == "check" and isinstance(message.get("run_id"), str):
+                task = asyncio.ensure_future(self._check(ws, message["run_id"], message.get("profile")))
+                self._runs.add(task)
+                task.add_done_callback(self._runs.discard)
+
+    async def _check(self, ws: Any, run_id: str, profile: Any) -> None:
+        if profile not in PROFILES:
+            await _send(ws, {"type": "failed", "run_id": run_id, "error": f"unknown profile {str(profile)[:20]!r}"})
+            return
+        from agentd.control import event_to_wire
+
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        seq = 0
+
+        def on_event(event: Any) -> None:
+            nonlocal seq
+            seq += 1
+            queue.put_nowait({"type": "progress", "run_id": run_id, "seq": seq, "event": event_to_wire(event)})
+
+        def on_delivered(summary: str) -> None:
+            nonlocal seq
+            seq += 1
+            queue.put_nowait({"type": "progress", "run_id": run_id, "seq": seq, "event": {"event": "delivered", "summary": summary}})
+
+        async def pump() -> None:
+            while True:
+                await _send(ws, await queue.get())
+
+        sender = asyncio.ensure_future(pump())
+        try:
+            report = await self.daemon.run_check(profile, trigger="hub", on_event=on_event, upload=True, on_delivered=on_delivered)
+            while not queue.empty():
+                await _send(ws, queue.get_nowait())
+            await _send(ws, {"type": "done", "run_id": run_id, "report_id": report.id, "ready": report.ready})
+        except Exception as exc:
+            log.error("hub check failed", run=run_id, error=f"{type(exc).__name__}: {exc}")
+            await _send(ws, {"type": "failed", "run_id": run_id, "error": redact.redact_text(f"{type(exc).__name__}: {exc}")[:300]})
+        finally:
+            sender.cancel()
+
+
+async def _send(ws: Any, message: dict[str, Any]) -> None:
+    with contextlib.suppress(Exception):  # the hub went away: the run's report still goes through the spool
+        await ws.send(json.dumps(message, default=str))
+
+
+# -- hooks ------------------------------------------------------------------------------------
+
+
+@hookimpl
+def agentd_config_sections():
+    return [ConfigSection("hub", HubClientSettings, "the helpdesk hub: enrollment, its WebSocket and the hub sink (present = enabled)", optional=True)]
+
+
+@hookimpl
+def agentd_configure(config: Config) -> None:
+    settings: HubClientSettings | None = config.section("hub")
+    if settings is None:
+        return
+    parts = urlsplit(settings.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"must be an http:// or https:// URL, got {settings.url!r}", file=str(config.path) if config.path else None, key="hub.url")
+    if parts.username or parts.password:
+        raise ConfigError("must not carry a user or password (use enrollment_key)", file=str(config.path) if config.path else None, key="hub.url")
+    if settings.reconnect_max_s < settings.reconnect_min_s:
+        raise ConfigError("must not be below reconnect_min_s", file=str(config.path) if config.path else None, key="hub.reconnect_max_s")
+
+
+@hookimpl
+def agentd_collect_sinks(config: Config):
+    settings: HubClientSettings | None = config.section("hub")
+    return [HubSink(settings)] if settings is not None else []
+
+
+@hookimpl
+def agentd_daemon_start(daemon: Any) -> None:
+    settings: HubClientSettings | None = daemon.app.config.section("hub")
+    if settings is None or not settings.connect:
+        return None
+    link = HubLink(daemon, settings)
+    link.task = daemon.spawn(link.run_forever(), name="hub.link")
+    daemon.hub_link = link  # the daemon holds it: stopped with it
+    return None
+
+
+@hookimpl
+def agentd_daemon_stop(daemon: Any) -> None:
+    link: HubLink | None = getattr(daemon, "hub_link", None)
+    if link is not None and link.task is not None:
+        link.task.cancel()  # before the spool's last flush: the link's runs end with the daemon
+    return None

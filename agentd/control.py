@@ -1,9 +1,11 @@
-"""The daemon's control socket: a Unix socket in the runtime directory, JSON lines.
+"""The daemon's control channel, JSON lines: a Unix socket in the runtime directory, or
+a named pipe on Windows (the transport is agentd/osdeps/control_channel.py).
 
 Who may connect: the socket file is mode 0660 (owner and group; with ``[daemon]
 control_group`` the group is set to that one), so the kernel refuses anyone else at
-``connect()``; the server also checks the peer's credentials (SO_PEERCRED) and answers
-a stranger with an error before closing.
+``connect()``; on Windows the pipe's security descriptor admits SYSTEM, Administrators,
+the daemon's user and that group. The server also checks the peer (SO_PEERCRED,
+getpeereid, the pipe client's token) and answers a stranger with an error before closing.
 
 The protocol, one JSON object per line each way. A request names an ``op``:
 
@@ -23,21 +25,17 @@ Errors come back as ``{"ok": false, "error": "..."}``. The client side
 from __future__ import annotations
 
 import asyncio
-import grp
 import json
 import os
-import socket
-import stat
-import struct
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import structlog
 
-from agentd import paths
 from agentd.errors import ControlError
 from agentd.model import CheckResult, Report
+from agentd.osdeps import control_channel
 from agentd.runner import CheckFinished, CheckNote, CheckStarted, RunnerEvent
 
 if TYPE_CHECKING:
@@ -45,26 +43,18 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("agentd.control")
 
-SOCKET_NAME = "control.sock"
 MAX_LINE = 4 * 2**20
 """A report with evidence can be large; anything past this is a broken peer."""
 
 
-SYSTEM_SOCKET = Path("/run/agentd") / SOCKET_NAME
-"""Where the packaged service listens (systemd ``RuntimeDirectory=agentd``)."""
+def socket_path() -> Path | str:
+    """Where this daemon listens: a socket file, or a pipe name on Windows."""
+    return control_channel.server_address()
 
 
-def socket_path() -> Path:
-    return paths.runtime_dir() / SOCKET_NAME
-
-
-def client_socket_path() -> Path:
-    """The socket a CLI should talk to: this user's daemon if one runs, else the system
-    service's (a user's own runtime folder differs from the service's ``/run/agentd``)."""
-    own = socket_path()
-    if own.exists() or os.environ.get("AGENTD_RUNTIME_DIR") or os.environ.get("RUNTIME_DIRECTORY"):
-        return own
-    return SYSTEM_SOCKET if SYSTEM_SOCKET.exists() else own
+def client_socket_path() -> Path | str:
+    """Where a CLI should look: this user's daemon if one runs, else the system service's."""
+    return control_channel.client_address()
 
 
 # -- events on the wire --------------------------------------------------------------------
@@ -92,96 +82,46 @@ def event_from_wire(message: dict[str, Any]) -> RunnerEvent | None:
 # -- the server ------------------------------------------------------------------------------
 
 
-def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end."""
-    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", data)
-
-
-def _peer_groups(pid: int) -> set[int]:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                return {int(g) for g in line.split()[1:]}
-    except (OSError, ValueError):
-        pass
-    return set()
-
-
 class ControlServer:
     """Serves the control socket for one :class:`~agentd.daemon.Daemon`."""
 
-    def __init__(self, daemon: Daemon, path: Path | None = None, group: str | None = None) -> None:
+    def __init__(self, daemon: Daemon, path: Path | str | None = None, group: str | None = None) -> None:
         self.daemon = daemon
         self.path = path or socket_path()
         self.group = group
-        self.gid = os.getegid()
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: Any = None
         self._clients: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._remove_stale()
-        old_umask = os.umask(0o117)  # the socket is born 0660: no window where others may connect
-        try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
-        finally:
-            os.umask(old_umask)
-        if self.group:
-            try:
-                self.gid = grp.getgrnam(self.group).gr_gid
-                os.chown(self.path, -1, self.gid)
-            except (KeyError, PermissionError) as exc:
-                log.warning("control socket group not set", group=self.group, error=str(exc))
-        os.chmod(self.path, 0o660)
+        listener = control_channel.Listener(self.path, self.group)
+        await listener.start(self._serve, limit=MAX_LINE)
+        self._listener = listener
         log.info("control socket listening", path=str(self.path))
-
-    def _remove_stale(self) -> None:
-        try:
-            mode = self.path.lstat().st_mode
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(mode):
-            raise ControlError(f"{self.path} exists and is not a socket; remove it or choose another runtime directory")
-        if _answers(self.path):
-            raise ControlError(f"another agentd daemon already listens on {self.path}")
-        self.path.unlink()
 
     async def stop(self, grace_s: float = 1.0) -> None:
         """No new connections; clients get ``grace_s`` to receive what they wait for."""
-        if self._server is not None:
-            self._server.close()
+        listener = self._listener
+        if listener is not None:
+            listener.close()
             if self._clients:
                 await asyncio.wait(list(self._clients), timeout=grace_s)
             for task in list(self._clients):
                 task.cancel()
-            self._server = None
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-
-    def _allowed(self, writer: asyncio.StreamWriter) -> tuple[bool, str]:
-        sock = writer.get_extra_info("socket")
-        try:
-            pid, uid, gid = _peer_credentials(sock)
-        except OSError as exc:
-            return False, f"peer credentials unavailable: {exc}"
-        if uid in (0, os.geteuid()) or gid == self.gid or self.gid in _peer_groups(pid):
-            return True, ""
-        return False, f"uid {uid} is neither the daemon's user nor in its group"
+            listener.remove()
+            self._listener = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._clients.add(task)
         try:
-            allowed, why = self._allowed(writer)
             try:  # read the request either way: answering before it is read races the sender
                 async with asyncio.timeout(5.0):
                     line = await reader.readline()
             except TimeoutError:
                 line = b""
+            # after the read: a pipe client's token can be looked at once it has written
+            allowed, why = self._listener.check_peer(writer)
             if not allowed:
                 log.warning("control connection refused", reason=why)
                 await _send(writer, {"ok": False, "error": "permission denied: not the daemon's user or group"})
@@ -275,39 +215,23 @@ async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
     await writer.drain()
 
 
-def _answers(path: Path, timeout_s: float = 0.5) -> bool:
-    """Is a live daemon behind this socket file? (a leftover of a crashed one is not)"""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout_s)
-    try:
-        sock.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
-
 # -- the client --------------------------------------------------------------------------------
 
 
 class ControlClient:
     """Talks to a running daemon. ``connect_timeout_s`` bounds how long a dead socket costs."""
 
-    def __init__(self, path: Path | None = None, *, connect_timeout_s: float = 1.0) -> None:
+    def __init__(self, path: Path | str | None = None, *, connect_timeout_s: float = 1.0) -> None:
         self.path = path or client_socket_path()
         self.connect_timeout_s = connect_timeout_s
 
     def present(self) -> bool:
-        try:
-            return stat.S_ISSOCK(self.path.stat().st_mode)
-        except OSError:
-            return False
+        return control_channel.present(self.path)
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                return await asyncio.open_unix_connection(str(self.path), limit=MAX_LINE)
+                return await control_channel.connect(self.path, limit=MAX_LINE)
         except PermissionError:
             raise ControlError(f"permission denied on {self.path}: ask to be added to the daemon's group") from None
         except (OSError, TimeoutError) as exc:

@@ -6,8 +6,8 @@ control socket, await every plugin's ``agentd_daemon_start`` under a deadline, s
 the pre-shift schedule, then tell systemd ``READY=1`` (and ``WATCHDOG=1`` at half of
 ``$WATCHDOG_USEC`` from then on, from the loop itself, so a stuck loop is restarted).
 
-Signals: SIGTERM or SIGINT stop; a second one stops at once. SIGHUP re-reads the
-configuration; a new one that does not validate is rejected with a log line naming
+Signals: SIGTERM or SIGINT stop (on Windows Ctrl-C, Ctrl-Break or the service manager:
+agentd/osdeps/stop.py); a second one stops at once. SIGHUP re-reads the configuration; a new one that does not validate is rejected with a log line naming
 file, key and problem, and the old one stays in force.
 
 Shut-down is bounded by ``[daemon] stop_timeout_s`` in total: a check that is running
@@ -32,7 +32,6 @@ import inspect
 import io
 import json
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from agentd import __version__, hookimpl, paths
 from agentd.config import Config, ConfigSection
 from agentd.errors import ConfigError, UsageError
 from agentd.model import CheckResult, Report, Status, isoformat, new_report_id, utcnow
+from agentd.osdeps import stop as os_stop
 from agentd.runner import CheckFinished, CheckStarted, EventCallback
 from agentd.schedule import Clock, DueRun, Schedule, Scheduler, ScheduleSettings, SystemClock, parse_times
 from agentd.sdnotify import Notifier, watchdog_interval_s
@@ -122,6 +122,7 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         self._force = False
         self._control: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- what plugins use ----------------------------------------------------------------
 
@@ -334,6 +335,15 @@ class Daemon:
         log.info("stopping")
         self._stop.set()
 
+    def request_stop_threadsafe(self) -> bool:
+        """``request_stop`` from another thread (the Windows service manager's); False
+        when the daemon's loop is not running (yet or any more)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        loop.call_soon_threadsafe(self.request_stop)
+        return True
+
     def reload(self) -> bool:
         """Re-read the configuration; a broken one is rejected and the old one kept."""
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -364,9 +374,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._run_lock = asyncio.Lock()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        os_stop.install(loop, stop=self.request_stop, reload=self.reload)
+        self._loop = loop
 
         try:
             self.timeline = Timeline(default_path())

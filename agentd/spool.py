@@ -6,7 +6,7 @@ Layout of the spool folder (``<state dir>/spool`` by default)::
     <report id>.ack.<sink>      empty marker: that sink acknowledged the report
     .tmp-*                      a write in progress (a crash leaves it; it is swept)
     dropped.json                how many reports the size bound dropped, and the last ids
-    .lock                       held (flock) by the process that is delivering
+    .lock                       held (agentd.osdeps.filelock) by the process that is delivering
 
 Why this survives a kill at any moment:
 - a report is written to a temporary file, fsync'd, renamed, and the folder fsync'd: it
@@ -21,8 +21,6 @@ Why this survives a kill at any moment:
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import re
@@ -35,6 +33,7 @@ import structlog
 
 from agentd.errors import DeliveryError
 from agentd.fileio import TMP_PREFIX, fsync_dir, pid_alive, write_atomic
+from agentd.osdeps import filelock
 
 log = structlog.get_logger("agentd.spool")
 
@@ -184,17 +183,19 @@ class Spool:
             deadline = time.monotonic() + wait_s
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held = filelock.try_lock(fd)
+                except OSError:
+                    held = None
+                if held:
                     break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
-                        yield False
-                        return
-                    time.sleep(0.05)
+                if held is None or time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
             try:
                 yield True
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                filelock.unlock(fd)
         finally:
             os.close(fd)
 

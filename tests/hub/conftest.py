@@ -148,7 +148,11 @@ def run_on_store(database: str, coro_factory):
         finally:
             await engine.dispose()
 
-    return asyncio.run(go())
+    # in a thread of its own: playwright's sync API keeps an event loop in the test's thread
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, go()).result()
 
 
 def hub_env(root: Path) -> dict:

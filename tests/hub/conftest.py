@@ -283,10 +283,11 @@ def make_report(install_id: str, *, hostname: str = "pc-1", profile: str = "pres
                   checks=tuple(checks), verdicts=verdicts)
 
 
-def enroll(url: str, key: str, install_id: str | None = None, hostname: str = "pc-1", **client_kw) -> tuple[str, str]:
+def enroll(url: str, key: str, install_id: str | None = None, hostname: str = "pc-1", client: httpx.Client | None = None) -> tuple[str, str]:
     install_id = install_id or f"agentd-{uuid.uuid4()}"
-    answer = httpx.post(f"{url}/api/v1/enroll", json={"install_id": install_id, "hostname": hostname, "user": "agent.one"},
-                        headers={"Authorization": f"Bearer {key}"}, timeout=10, **client_kw)
+    send = client.post if client is not None else httpx.post
+    answer = send(f"{url}/api/v1/enroll", json={"install_id": install_id, "hostname": hostname, "user": "agent.one"},
+                  headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert answer.status_code == 201, answer.text
     return install_id, answer.json()["token"]
 

@@ -319,47 +319,49 @@ def _as_user(user: str) -> list[str]:
 
 
 @pytest.fixture
-def postgres(tmp_path_factory):
-    """Debian's PostgreSQL in a temporary folder, run as ``nobody`` (tests run as root),
-    listening on a free loopback port, trust authentication on loopback only."""
+def postgres():
+    """Debian's PostgreSQL in a temporary folder, run as ``nobody`` (tests run as root;
+    postgres refuses root), on a free loopback port, trust authentication on loopback."""
+    import tempfile
+
     if not (PG_BIN / "initdb").exists():
         pytest.skip("Debian's postgresql is not installed (tests/run installs it)")
-    folder = Path(tempfile_dir := str(tmp_path_factory.mktemp("pg")))
-    os.chmod(folder, 0o755)
     user = "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    folder = Path(tempfile.mkdtemp(prefix="agentd-pg-"))
+    os.chmod(folder, 0o755)
     data = folder / "data"
     data.mkdir()
     if os.geteuid() == 0:
         shutil.chown(data, user=user)
-        for parent in list(folder.parents)[:-1]:  # nobody must reach the folder
-            os.chmod(parent, os.stat(parent).st_mode | 0o111)
-    init = subprocess.run([*_as_user(user), str(PG_BIN / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"],
-                          capture_output=True, text=True, timeout=120)
-    assert init.returncode == 0, init.stderr
-    port = free_port()
-    pg = Postgres(data, port, user)
-    pg.proc = subprocess.Popen(
-        [*_as_user(user), str(PG_BIN / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(data),
-         "-c", "fsync=off", "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
-        stdout=subprocess.DEVNULL, stderr=open(folder / "postgres.log", "wb"),
-    )
-
-    def ready() -> bool:
-        if pg.proc.poll() is not None:
-            raise AssertionError((folder / "postgres.log").read_text()[-2000:])
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_until(ready, 60, what="PostgreSQL to listen")
-    time.sleep(0.3)
-    yield pg
-    pg.proc.terminate()
     try:
-        pg.proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pg.proc.kill()
-        pg.proc.wait(timeout=5)
-    del tempfile_dir
+        init = subprocess.run([*_as_user(user), str(PG_BIN / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"],
+                              capture_output=True, text=True, timeout=180)
+        assert init.returncode == 0, init.stderr
+        port = free_port()
+        pg = Postgres(data, port, user)
+        pg.proc = subprocess.Popen(
+            [*_as_user(user), str(PG_BIN / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(data),
+             "-c", "fsync=off", "-c", "max_connections=300", "-c", "shared_buffers=32MB"],
+            stdout=subprocess.DEVNULL, stderr=open(folder / "postgres.log", "wb"),
+        )
+
+        def ready() -> bool:
+            if pg.proc.poll() is not None:
+                raise AssertionError((folder / "postgres.log").read_text()[-2000:])
+            probe = subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True, timeout=10)
+            return probe.returncode == 0
+
+        wait_until(ready, 60, interval_s=0.2, what="PostgreSQL to accept connections")
+        yield pg
+    finally:
+        if "pg" in locals() and pg.proc is not None:
+            pg.proc.terminate()
+            try:
+                pg.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pg.proc.kill()
+                pg.proc.wait(timeout=5)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- the hub in this process (uvicorn on loopback in a thread): the fast way for API tests --------

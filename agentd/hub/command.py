@@ -100,6 +100,12 @@ def _serve(args: argparse.Namespace, url: str) -> int:
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--listen must be HOST:PORT, got {args.listen!r}")
+    from agentd.hub.db import credential
+
+    if not args.tls_cert and not args.tls_key:  # systemd credentials hub-tls-cert / hub-tls-key
+        cert, key = credential("hub-tls-cert"), credential("hub-tls-key")
+        if cert and key:
+            args.tls_cert, args.tls_key = str(cert), str(key)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
     return serve(url, host.strip("[]"), int(port), max_report_bytes=args.max_report_kb * 1024,

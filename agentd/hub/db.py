@@ -122,9 +122,31 @@ def default_url() -> str:
     return f"sqlite:///{folder / 'hub.sqlite'}"
 
 
+CREDENTIAL = "hub-database-url"
+
+
+def credential(name: str) -> Path | None:
+    """A systemd credential (``LoadCredential=``) of this name, when one was given."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(folder) / name if folder else None
+    return path if path is not None and path.is_file() else None
+
+
 def resolve_url(url: str | None) -> str:
-    """``--database``, else ``$AGENTD_HUB_DATABASE``, else SQLite in the hub's state folder."""
-    return url or os.environ.get(DATABASE_ENV) or default_url()
+    """``--database``, else ``$AGENTD_HUB_DATABASE``, else the systemd credential
+    ``hub-database-url`` (a URL with a password stays out of the unit), else SQLite in
+    the hub's state folder."""
+    if url or os.environ.get(DATABASE_ENV):
+        return url or os.environ[DATABASE_ENV]
+    found = credential(CREDENTIAL)
+    if found is not None:
+        text = found.read_text(encoding="utf-8").strip()
+        if text:
+            from agentd.redact import register_secret
+
+            register_secret(text)
+            return text
+    return default_url()
 
 
 def async_url(url: str) -> str:

@@ -17,6 +17,7 @@ BENCHMARKS = {
     "signaling": "WebSocket opening and pings, mute confirmation, monitor reconnects (issue 5)",
     "delivery": "correlation, HTML rendering, spool and sink throughput (issue 6)",
     "idle_daemon": "the idle daemon's memory and CPU over a minute with the host timeline on (issue 7)",
+    "hub": "the helpdesk hub: 5 000 PCs on one process, memory per connection, trigger to first progress, ingest (issue 12)",
 }
 
 

@@ -361,8 +361,7 @@ async def api_start_check(request: Request) -> Response:
     profile = data.get("profile", "preshift") if isinstance(data, dict) else None
     if profile not in PROFILES:
         return error('profile must be "preshift" or "full"', 422)
-    known = {r["install_id"]: r for r in await hub.store.list_pcs()}
-    pc = known.get(install_id)
+    pc = await hub.store.pc_row(install_id)
     if pc is None or pc["revoked"] is not None:
         return error(f"no enrolled PC {install_id!r}", 404)
     if not pc["connected_node"]:
@@ -490,8 +489,7 @@ async def fleet_page(request: Request) -> Response:
 async def pc_page(request: Request) -> Response:
     hub: Hub = request.app.state.hub
     install_id = request.path_params["install_id"]
-    pcs = {r["install_id"]: r for r in await hub.store.list_pcs()}
-    pc = pcs.get(install_id)
+    pc = await hub.store.pc_row(install_id)
     if pc is None:
         return page(hub, "missing.html", 404, who=request.state.who, what=f"PC {install_id}")
     rows = await hub.store.report_rows(install_id)

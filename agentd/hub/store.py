@@ -117,6 +117,11 @@ class Store:
             rows = (await conn.execute(sa.select(pcs).order_by(pcs.c.hostname, pcs.c.install_id))).mappings().all()
         return [{k: v for k, v in r.items() if k not in ("token_hash",)} for r in rows]
 
+    async def pc_row(self, install_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(pcs).where(pcs.c.install_id == install_id))).mappings().first()
+        return None if row is None else {k: v for k, v in row.items() if k != "token_hash"}
+
     async def revoke_pc(self, install_id: str) -> bool:
         async with self.engine.begin() as conn:
             done = await conn.execute(pcs.update().where(pcs.c.install_id == install_id, pcs.c.revoked.is_(None)).values(revoked=now()))

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -300,68 +298,16 @@ def post_report(url: str, token: str, report: Report, *, key: str | None = None,
 
 # -- PostgreSQL -----------------------------------------------------------------------------------
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-@dataclass
-class Postgres:
-    folder: Path
-    port: int
-    user: str
-    proc: subprocess.Popen | None = None
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
-
-
-def _as_user(user: str) -> list[str]:
-    return ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
-
 
 @pytest.fixture
 def postgres():
-    """Debian's PostgreSQL in a temporary folder, run as ``nobody`` (tests run as root;
-    postgres refuses root), on a free loopback port, trust authentication on loopback."""
-    import tempfile
+    """Debian's PostgreSQL in a temporary folder, run as ``nobody`` (agentd.testing.postgres)."""
+    from agentd.testing import postgres as pg
 
-    if not (PG_BIN / "initdb").exists():
+    if not pg.available():
         pytest.skip("Debian's postgresql is not installed (tests/run installs it)")
-    user = "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-    folder = Path(tempfile.mkdtemp(prefix="agentd-pg-"))
-    os.chmod(folder, 0o755)
-    data = folder / "data"
-    data.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(data, user=user)
-    try:
-        init = subprocess.run([*_as_user(user), str(PG_BIN / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"],
-                              capture_output=True, text=True, timeout=180)
-        assert init.returncode == 0, init.stderr
-        port = free_port()
-        pg = Postgres(data, port, user)
-        pg.proc = subprocess.Popen(
-            [*_as_user(user), str(PG_BIN / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(data),
-             "-c", "fsync=off", "-c", "max_connections=300", "-c", "shared_buffers=32MB"],
-            stdout=subprocess.DEVNULL, stderr=open(folder / "postgres.log", "wb"),
-        )
-
-        def ready() -> bool:
-            if pg.proc.poll() is not None:
-                raise AssertionError((folder / "postgres.log").read_text()[-2000:])
-            probe = subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True, timeout=10)
-            return probe.returncode == 0
-
-        wait_until(ready, 60, interval_s=0.2, what="PostgreSQL to accept connections")
-        yield pg
-    finally:
-        if "pg" in locals() and pg.proc is not None:
-            pg.proc.terminate()
-            try:
-                pg.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pg.proc.kill()
-                pg.proc.wait(timeout=5)
-        shutil.rmtree(folder, ignore_errors=True)
+    with pg.running_postgres() as running:
+        yield running
 
 
 # -- the hub in this process (uvicorn on loopback in a thread): the fast way for API tests --------

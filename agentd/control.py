@@ -17,6 +17,10 @@ The protocol, one JSON object per line each way. A request names an ``op``:
 - ``{"op": "last_report"}`` → ``{"ok": true, "report": {...}}`` (or ``ok: false``)
 - ``{"op": "mute", "args": ["on"]}`` → runs the plugin command ``mute`` in the daemon:
   ``{"ok": true, "exit_code": N, "output": "..."}``
+- ``{"op": "login", "service": "genesys", "login": {...}}`` → a user's login handed to the
+  daemon (``agentd login``), kept by the plugin that owns the service; ``{"op": "logout",
+  "service": "genesys"}`` clears it. Answers ``{"ok": true, ...}`` (never a secret). Any
+  account the socket lets in may hand over its login: the latest one wins.
 
 Errors come back as ``{"ok": false, "error": "..."}``. The client side
 (:class:`ControlClient`) is what ``agentd check`` and ``agentd status`` use.
@@ -161,8 +165,21 @@ class ControlServer:
                 await _send(writer, {"ok": False, "error": "bad request: args must be a list of strings"})
                 return
             await _send(writer, await daemon.run_plugin_command("mute", args))
+        elif op in ("login", "logout"):
+            await self._login(op, request, writer)
         else:
-            await _send(writer, {"ok": False, "error": f"unknown op {op!r}; known: status, check, last_report, mute"})
+            await _send(writer, {"ok": False, "error": f"unknown op {op!r}; known: status, check, last_report, mute, login, logout"})
+
+    async def _login(self, op: str, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        service = request.get("service")
+        login = request.get("login") if op == "login" else None
+        if not isinstance(service, str) or not service:
+            await _send(writer, {"ok": False, "error": "bad request: service must name whose login it is"})
+            return
+        if op == "login" and not isinstance(login, dict):
+            await _send(writer, {"ok": False, "error": "bad request: login must be an object"})
+            return
+        await _send(writer, await self.daemon.receive_login(service, login, self._listener.peer_account(writer)))
 
     async def _check(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         daemon = self.daemon

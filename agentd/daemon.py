@@ -54,6 +54,8 @@ from agentd.fileio import write_atomic
 log = structlog.get_logger("agentd.daemon")
 
 LAST_REPORT = "last-report.json"
+LOGIN_TIMEOUT_S = 30.0
+"""A handed-over login is checked with the service before it is kept: that has a deadline."""
 SCHEDULE_STATE = "schedule.json"
 
 
@@ -286,6 +288,33 @@ class Daemon:
             return {"ok": True, "exit_code": 1, "output": out.getvalue(), "error": f"{type(exc).__name__}: {exc}"}
         return {"ok": True, "exit_code": int(result or 0), "output": out.getvalue()}
 
+    # -- logins handed over by users (`agentd login` / `agentd logout`) ------------------
+
+    async def receive_login(self, service: str, login: dict[str, Any] | None, peer: dict[str, Any]) -> dict[str, Any]:
+        """Store (or, with ``login`` None, clear) a user's login for ``service`` through the
+        plugin that owns it; then the plugins that act for the logged-in user start over."""
+        pending = self.app.plugins.daemon_hook("agentd_daemon_login", self, service=service, login=login, peer=peer)
+        if not pending:
+            return {"ok": False, "error": f"no plugin of this daemon takes a {service!r} login"}
+        (plugin, awaitable), rest = pending[0], pending[1:]
+        for _, extra in rest:  # one owner per service; a second answer is a plugin bug
+            getattr(extra, "close", lambda: None)()
+            log.error("two plugins answer one login", service=service, plugins=[p for p, _ in pending])
+        try:
+            async with asyncio.timeout(LOGIN_TIMEOUT_S):
+                answer = await awaitable
+        except TimeoutError:
+            return {"ok": False, "error": f"the {service} login was not stored within {LOGIN_TIMEOUT_S:g} s"}
+        except Exception as exc:  # AgentdError mostly: its message is for the user
+            log.error("login not stored", plugin=plugin, service=service, error=f"{type(exc).__name__}: {exc}")
+            return {"ok": False, "error": str(exc) or type(exc).__name__}
+        if not isinstance(answer, dict):
+            return {"ok": False, "error": f"plugin {plugin} answered the login with {type(answer).__name__}"}
+        if answer.get("ok") and answer.get("changed", True):
+            await self._await_hooks("agentd_daemon_login_changed", self.settings.hook_timeout_s, service=service)
+            self.notifier.status(self._status_line())
+        return answer
+
     # -- status -------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -311,7 +340,19 @@ class Daemon:
             {"id": last.id, "created": last.created, "profile": last.profile, "ready": last.ready},
             "timeline": self.timeline.stats() if self.timeline is not None else None,
             "tasks": sorted(t.get_name() for t in self._tasks),
+            **self._plugin_status(),
         }
+
+    def _plugin_status(self) -> dict[str, Any]:
+        """What plugins add (``agentd_daemon_status``): dicts merged one level deep."""
+        merged: dict[str, Any] = {}
+        for _, extra in self.app.plugins.daemon_status(self):
+            for key, value in extra.items():
+                if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                    merged[key] = {**merged[key], **value}
+                else:
+                    merged[key] = value
+        return merged
 
     def _status_line(self) -> str:
         parts = ["idle"]
@@ -412,7 +453,7 @@ class Daemon:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
 
-    async def _await_hooks(self, hook: str, budget_s: float) -> None:
+    async def _await_hooks(self, hook: str, budget_s: float, **kwargs: Any) -> None:
         """Every plugin's awaitable at once, each under ``budget_s``: a slow plugin costs
         its own deadline, not the sum of all of them."""
         budget_s = max(0.05, budget_s)
@@ -426,7 +467,7 @@ class Daemon:
             except Exception as exc:
                 log.error("plugin daemon hook failed", plugin=plugin, hook=hook, error=f"{type(exc).__name__}: {exc}")
 
-        pending = self.app.plugins.daemon_hook(hook, self)
+        pending = self.app.plugins.daemon_hook(hook, self, **kwargs)
         if pending:
             await asyncio.gather(*(one(plugin, awaitable) for plugin, awaitable in pending))
 
@@ -537,6 +578,9 @@ def status_command(args: argparse.Namespace) -> int:
         "running: " + (f"{status['running']['profile']} check ({status['running']['trigger']})" if status.get("running") else "nothing"),
         "last report: " + (f"{last['id']} {'ready' if last['ready'] else 'NOT READY'} ({last['profile']}, {last['created']})" if last else "none"),
     ]
+    for service, login in sorted((status.get("logins") or {}).items()):
+        if isinstance(login, dict):
+            lines.append(f"login ({service}): {login.get('summary') or 'none'}")
     if status.get("timeline"):
         t = status["timeline"]
         lines.append(f"timeline: {t['samples']} samples, {t['events']} events, {t['size_bytes'] / 2**20:.1f} MB, last sample {t['last_sample']}")

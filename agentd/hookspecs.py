@@ -4,7 +4,8 @@ A run flows one way::
 
     configure ─► collect_checks ─► (probe) ─► collect_evidence ─► correlate ─► (report) ─► collect_sinks (deliver)
 
-and the daemon adds ``daemon_start`` / ``daemon_stop`` around its life.
+and the daemon adds ``daemon_start`` / ``daemon_stop`` around its life, ``daemon_login`` /
+``daemon_login_changed`` when a user hands it a login, and ``daemon_status``.
 
 pluggy does not await. A hook that must do I/O returns objects with an async method
 (checks, evidence sources, sinks) or an awaitable, and the core awaits them under a
@@ -130,6 +131,31 @@ def agentd_daemon_start(daemon: Any) -> Awaitable[None] | None:
 def agentd_daemon_stop(daemon: Any) -> Awaitable[None] | None:
     """The daemon is stopping (SIGTERM or end of ``agentd run``). Return an awaitable for
     async clean-up; it is awaited with a deadline, then the daemon exits anyway."""
+
+
+@hookspec
+def agentd_daemon_login(daemon: Any, service: str, login: dict[str, Any] | None, peer: dict[str, Any]) -> Awaitable[dict[str, Any]] | None:
+    """A user handed a login to the daemon over the control socket (``agentd login``), or
+    cleared it (``agentd logout``: ``login`` is None). ``service`` names whose login it is
+    (``"genesys"``); only the plugin that owns that service answers, with an awaitable that
+    stores or clears it and resolves to the answer for the client (``{"ok": True, ...}`` or
+    ``{"ok": False, "error": "..."}``, never a secret); the others return None. ``peer`` is
+    the sending account: ``{"uid": int, "user": str}``."""
+
+
+@hookspec
+def agentd_daemon_login_changed(daemon: Any, service: str) -> Awaitable[None] | None:
+    """The daemon's login for ``service`` was replaced or cleared (after
+    ``agentd_daemon_login`` stored it). Work done for the logged-in user (the notifications
+    monitor) starts again for the new one, or stops. Return an awaitable for async work; it
+    is awaited with a deadline."""
+
+
+@hookspec
+def agentd_daemon_status(daemon: Any) -> dict[str, Any] | None:
+    """What this plugin adds to ``agentd status`` (sync, all results kept): a dict whose keys
+    are merged into the status; dict values one level deep (``{"logins": {"genesys":
+    {...}}}``). Each login carries a one-line ``summary`` a person reads. Never a secret."""
 
 
 def documented_hooks() -> dict[str, str]:

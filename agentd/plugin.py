@@ -212,9 +212,21 @@ class PluginManager:
 
         return self._flat("agentd_collect_sinks", Sink, config=config)
 
-    def daemon_hook(self, hook_name: str, daemon: Any) -> list[tuple[str, Any]]:
-        """``agentd_daemon_start`` / ``agentd_daemon_stop``: (plugin, awaitable) pairs to await."""
-        return [(p, r) for p, r in self._each(hook_name, daemon=daemon) if inspect.isawaitable(r)]
+    def daemon_hook(self, hook_name: str, daemon: Any, **kwargs: Any) -> list[tuple[str, Any]]:
+        """``agentd_daemon_start`` / ``_stop`` / ``_login`` / ``_login_changed``: (plugin,
+        awaitable) pairs to await."""
+        return [(p, r) for p, r in self._each(hook_name, daemon=daemon, **kwargs) if inspect.isawaitable(r)]
+
+    def daemon_status(self, daemon: Any) -> list[tuple[str, dict[str, Any]]]:
+        """``agentd_daemon_status``: each plugin's additions to ``agentd status``."""
+        found = []
+        for plugin, result in self._each("agentd_daemon_status", daemon=daemon):
+            if isinstance(result, dict):
+                found.append((plugin, result))
+            else:
+                self.failures.append(HookFailure(plugin, "agentd_daemon_status", f"returned {type(result).__name__}, expected dict"))
+                _close(result)
+        return found
 
 
 def _new_manager() -> pluggy.PluginManager:

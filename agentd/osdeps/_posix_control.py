@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import grp
 import os
+import pwd
 import socket
 import stat
 import struct
@@ -128,6 +129,18 @@ class Listener:
         if uid in (0, os.geteuid()) or self.gid in groups:
             return True, ""
         return False, f"uid {uid} is neither the daemon's user nor in its group"
+
+    def peer_account(self, writer: asyncio.StreamWriter) -> dict:
+        """Who is at the other end: ``{"uid", "user"}`` (``agentd login`` notes whose login the daemon holds)."""
+        try:
+            uid, _ = peer_identity(writer.get_extra_info("socket"))
+        except (OSError, TypeError):
+            return {"uid": None, "user": None}
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = None
+        return {"uid": uid, "user": name}
 
     def close(self) -> None:
         """No new connections (those being served go on)."""

@@ -187,6 +187,19 @@ class Listener:
             return False, f"client token unavailable: {exc.strerror}"
         return False, f"{name} is neither the daemon's user, an administrator nor in its group"
 
+    def peer_account(self, writer: asyncio.StreamWriter) -> dict:
+        """Who is at the other end: ``{"uid": None, "user": "DOMAIN\\name"}``."""
+        pipe = writer.get_extra_info("pipe")
+        try:
+            win32security.ImpersonateNamedPipeClient(pipe.handle)
+            try:
+                token = win32security.OpenThreadToken(win32api.GetCurrentThread(), win32con.TOKEN_QUERY, True)
+            finally:
+                win32security.RevertToSelf()
+            return {"uid": None, "user": _account_name(win32security.GetTokenInformation(token, win32security.TokenUser)[0])}
+        except (pywintypes.error, AttributeError):
+            return {"uid": None, "user": None}
+
     def close(self) -> None:
         if self._server is not None:
             self._server.close()

@@ -8,7 +8,8 @@ descriptor (``_windows_control``). Both offer the same names:
   should look (its own user's daemon first, else the system service's);
 - ``present(address)``: is something listening there (without connecting);
 - ``Listener(address, group)``: ``await start(handler, limit=...)``, ``check_peer(writer)``
-  -> ``(allowed, why)``, ``close()``, ``remove()``;
+  -> ``(allowed, why)``, ``peer_account(writer)`` -> ``{"uid", "user"}``, ``close()``,
+  ``remove()``;
 - ``await connect(address, limit=...)`` -> ``(reader, writer)``; PermissionError when
   refused, another OSError when nothing listens.
 """

@@ -48,7 +48,7 @@ from agentd.redact import redact_text, register_secret
 from agentd.tls import client_context
 
 from .settings import GenesysSettings
-from .tokens import AccessToken, StoredLogin, TokenManager, TokenStore, parse_token_response
+from .tokens import AccessToken, LoginTokenManager, StoredLogin, TokenManager, TokenStore, parse_token_response
 
 log = structlog.get_logger("agentd.genesys.client")
 
@@ -458,23 +458,24 @@ def token_manager(settings: GenesysSettings, client: GenesysClient) -> TokenMana
 
 
 def user_token_manager(settings: GenesysSettings, client: GenesysClient) -> TokenManager:
+    """The agent's own login: the store of this process (``[genesys] token_file``, by
+    default the state folder). In the daemon that is the login an agent handed to it with
+    ``agentd login``; a newer one replaces it from the next call on."""
     store = TokenStore(settings.token_path)
-    stored = store.load()
-    initial: AccessToken | None = None
-    if stored is not None and stored.access_token:
-        initial = AccessToken(stored.access_token, stored.expires_at, "refresh_token", stored.refresh_token, stored.user_id)
-    state = {"stored": stored}
 
-    async def fetch_refresh() -> AccessToken:
-        current: StoredLogin | None = state["stored"]
+    async def renew(current: StoredLogin | None) -> AccessToken:
         refresh = settings.refresh_token.reveal() if settings.refresh_token else (current.refresh_token if current else None)
         client_id = settings.client_id or (current.client_id if current else None)
         if not refresh or not client_id:
             raise AuthError(no_credentials_message(settings))
         register_secret(refresh)
-        token = await client.token_request(
-            {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": client_id}, grant="refresh_token"
-        )
+        form = {"grant_type": "refresh_token", "refresh_token": refresh}
+        basic = None
+        if settings.login_client_secret is not None:  # a confidential client authenticates itself
+            basic = (client_id, settings.login_client_secret.reveal())
+        else:
+            form["client_id"] = client_id
+        token = await client.token_request(form, basic=basic, grant="refresh_token")
         if settings.refresh_token is None:  # a rotated refresh token must replace the old one at once
             updated = StoredLogin(
                 refresh_token=token.refresh_token or refresh,
@@ -484,15 +485,19 @@ def user_token_manager(settings: GenesysSettings, client: GenesysClient) -> Toke
                 user_name=current.user_name if current else None,
                 access_token=token.value,
                 expires_at=token.expires_at,
+                grant=current.grant if current else "code",
+                account=current.account if current else None,
+                logged_in_at=current.logged_in_at if current else 0.0,
             )
             try:
                 store.save(updated)
+                manager.saved(updated)
             except OSError as exc:
                 log.warning("cannot save the refreshed Genesys login", path=str(store.path), error=exc.strerror)
-            state["stored"] = updated
         return AccessToken(token.value, token.expires_at, token.grant, token.refresh_token, current.user_id if current else None)
 
-    return TokenManager(fetch_refresh, initial=initial, description="agentd login")
+    manager = LoginTokenManager(store, renew, can_renew_without_login=settings.refresh_token is not None)
+    return manager
 
 
 # -- one client per process (and event loop) ---------------------------------------------

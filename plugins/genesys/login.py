@@ -1,13 +1,21 @@
-"""``agentd login``: the agent's own identity, by authorization code with PKCE (S256).
+"""``agentd login``: the agent's own identity, by authorization code.
 
-1. make a ``code_verifier`` and its S256 challenge, and a random ``state``;
+Two kinds of OAuth client (``[genesys] client_id``):
+- a public client (PKCE, S256): no secret on the PC; the service may give no refresh
+  token, and then the access token serves until it expires (24 h by default), after
+  which the agent logs in again;
+- a confidential Code Authorization client (``[genesys] login_client_secret``): the code
+  is exchanged with HTTP Basic, and its refresh token keeps the login alive.
+
+1. make a random ``state`` (and for PKCE a ``code_verifier`` and its S256 challenge);
 2. listen on the loopback redirect (``http://127.0.0.1:PORT/oauth/callback``);
 3. open ``{login}/oauth/authorize?...`` in the system browser (and print it, for PCs
    without one);
 4. take the ``code`` from the redirect (checking ``state``), exchange it at
-   ``POST {login}/oauth/token`` with the verifier;
-5. store the refresh token with owner-only permissions (``[genesys] token_file``) and
-   note who logged in (``GET /api/v2/users/me``).
+   ``POST {login}/oauth/token``;
+5. note who logged in (``GET /api/v2/users/me``) and store the login with owner-only
+   permissions (``[genesys] token_file``). The command then hands it to a running
+   daemon (``plugin.py``).
 
 The listener answers one request and closes; the whole flow has a deadline.
 """
@@ -15,7 +23,9 @@ The listener answers one request and closes; the whole flow has a deadline.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import secrets
+import time
 import webbrowser
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -40,6 +50,10 @@ class LoginResult:
     user_id: str | None
     user_name: str | None
     token_path: str
+    login: StoredLogin | None = None
+
+    def __repr__(self) -> str:
+        return f"LoginResult(user_id={self.user_id!r}, token_path={self.token_path!r})"
 
 
 class _Redirect:
@@ -104,15 +118,11 @@ async def _answer(writer: asyncio.StreamWriter, status: int, text: str) -> None:
         writer.close()
 
 
-def authorize_url(settings: GenesysSettings, *, redirect_uri: str, challenge: str, state: str) -> str:
-    params = {
-        "response_type": "code",
-        "client_id": settings.client_id or "",
-        "redirect_uri": redirect_uri,
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        "state": state,
-    }
+def authorize_url(settings: GenesysSettings, *, redirect_uri: str, challenge: str | None, state: str) -> str:
+    params = {"response_type": "code", "client_id": settings.client_id or "", "redirect_uri": redirect_uri}
+    if challenge is not None:  # PKCE (a public client)
+        params.update(code_challenge=challenge, code_challenge_method="S256")
+    params["state"] = state
     return f"{settings.login_base}/oauth/authorize?{urlencode(params)}"
 
 
@@ -127,6 +137,7 @@ async def login(
     """Run the whole flow; returns who logged in. Raises UsageError / AuthError / GenesysError."""
     if not settings.client_id:
         raise UsageError("agentd login needs [genesys] client_id (an OAuth client of type Code Authorization / PKCE)")
+    confidential = settings.login_client_secret is not None
     verifier, challenge = pkce_pair()
     state = secrets.token_urlsafe(16)
     redirect = _Redirect(state)
@@ -136,7 +147,7 @@ async def login(
         raise UsageError(f"cannot listen on 127.0.0.1:{settings.redirect_port if port is None else port} for the login redirect: {exc.strerror}; set [genesys] redirect_port") from None
     try:
         redirect_uri = f"http://127.0.0.1:{redirect.port}{CALLBACK_PATH}"
-        url = authorize_url(settings, redirect_uri=redirect_uri, challenge=challenge, state=state)
+        url = authorize_url(settings, redirect_uri=redirect_uri, challenge=None if confidential else challenge, state=state)
         announce(f"Open this address to log in to Genesys Cloud:\n{url}")
         opener = open_url or _system_browser
         opened = opener(url)
@@ -151,12 +162,16 @@ async def login(
 
     client = GenesysClient(settings, tokens=TokenManager(_no_token))
     try:
-        token = await client.token_request(
-            {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, "client_id": settings.client_id, "code_verifier": verifier},
-            grant="authorization_code",
-        )
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        basic = None
+        if confidential:
+            assert settings.login_client_secret is not None
+            basic = (settings.client_id, settings.login_client_secret.reveal())
+        else:
+            form.update(client_id=settings.client_id, code_verifier=verifier)
+        token = await client.token_request(form, basic=basic, grant="authorization_code")
         if not token.refresh_token:
-            raise AuthError("Genesys Cloud issued no refresh token: enable the refresh grant of this OAuth client")
+            log.info("no refresh token with this login: it serves until the access token expires", expires_in_s=round(token.expires_at - time.time()))
         client.tokens = TokenManager(_no_token, initial=token)
         user_id = user_name = None
         try:
@@ -167,19 +182,29 @@ async def login(
             log.warning("logged in, but the user could not be read", error=str(exc))
     finally:
         await client.aclose()
-    store = TokenStore(settings.token_path)
-    store.save(
-        StoredLogin(
-            refresh_token=token.refresh_token,
-            client_id=settings.client_id,
-            login_base=settings.login_base,
-            user_id=user_id,
-            user_name=user_name,
-            access_token=token.value,
-            expires_at=token.expires_at,
-        )
+    stored = StoredLogin(
+        refresh_token=token.refresh_token,
+        client_id=settings.client_id,
+        login_base=settings.login_base,
+        user_id=user_id,
+        user_name=user_name,
+        access_token=token.value,
+        expires_at=token.expires_at,
+        grant="code" if confidential else "pkce",
+        account=_account(),
+        logged_in_at=time.time(),
     )
-    return LoginResult(user_id=user_id, user_name=user_name, token_path=str(store.path))
+    store = TokenStore(settings.token_path)
+    store.save(stored)
+    return LoginResult(user_id=user_id, user_name=user_name, token_path=str(store.path), login=stored)
+
+
+def _account() -> str | None:
+    """The computer account that runs the login (the daemon notes whose login it holds)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
 
 
 async def _no_token() -> AccessToken:

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from agentd import hookimpl
@@ -72,6 +75,7 @@ def _login_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-browser", action="store_true", help="only print the login address (for a browser elsewhere on this PC)")
     parser.add_argument("--port", type=int, metavar="PORT", help="loopback port of the redirect (default [genesys] redirect_port; 0 = any free port)")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="give up waiting for the browser after this long (default 300)")
+    parser.add_argument("--no-daemon", action="store_true", help="keep the login for this account only; do not hand it to a running daemon")
 
 
 async def _login(args: argparse.Namespace, app: Any) -> int:
@@ -81,7 +85,82 @@ async def _login(args: argparse.Namespace, app: Any) -> int:
     opener = (lambda url: None) if args.no_browser else None
     result = await login(settings, open_url=opener, port=args.port, timeout_s=args.timeout, announce=lambda text: print(text, file=sys.stderr, flush=True))
     who = f"{result.user_name} ({result.user_id})" if result.user_id else "an unknown user"
-    print(f"logged in to Genesys Cloud as {who}; refresh token stored in {result.token_path}")
+    stored = result.login
+    lasts = "renewed with its refresh token" if stored and stored.refreshable else f"until {stored.expiry_text() if stored else '?'} (no refresh token)"
+    print(f"logged in to Genesys Cloud as {who}, {lasts}; stored in {result.token_path}")
+    if args.no_daemon or stored is None:
+        return 0
+    return await _hand_to_daemon(settings, stored, Path(result.token_path))
+
+
+async def _hand_to_daemon(settings: GenesysSettings, stored: Any, own_path: Path) -> int:
+    """Give the login to a running daemon (it may run as another user, with its own state
+    folder). Exit 1 when a daemon runs but did not take it; 0 when none runs."""
+    from agentd.control import ControlClient
+    from agentd.errors import ControlError
+
+    from .tokens import TokenStore, login_to_dict
+
+    control = ControlClient()
+    if not control.present():
+        print("no agentd daemon is running here: only this account's own commands use the login", file=sys.stderr)
+        return 0
+    try:
+        answer = await control.request({"op": "login", "service": "genesys", "login": login_to_dict(stored)}, timeout_s=45.0)
+    except ControlError as exc:
+        print(f"agentd login: the agentd daemon did not take the login: {exc}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"agentd login: the agentd daemon refused the login: {answer.get('error')}", file=sys.stderr)
+        return 1
+    held = answer.get("login") or {}
+    print(f"the agentd daemon now uses this login (as {held.get('user_name') or held.get('user_id')}, until {held.get('expires')})")
+    daemon_path = answer.get("stored")
+    if stored.refresh_token and daemon_path and not _same_file(daemon_path, own_path):
+        # one refresher per refresh token: a rotation by one copy would break the other
+        TokenStore(own_path).save(replace(stored, refresh_token=None))
+    return 0
+
+
+def _same_file(a: str, b: Path) -> bool:
+    try:
+        return os.path.realpath(a) == os.path.realpath(b)
+    except OSError:
+        return False
+
+
+def _logout_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-daemon", action="store_true", help="forget only this account's own login; leave the daemon's as it is")
+
+
+async def _logout(args: argparse.Namespace, app: Any) -> int:
+    """Forget this account's login, and the daemon's copy (when this account handed it over)."""
+    from agentd.control import ControlClient
+    from agentd.errors import ControlError
+
+    from .tokens import TokenStore
+
+    settings = _settings(app.config)
+    store = TokenStore(settings.token_path)
+    own = store.load()
+    removed = store.clear()
+    print(f"logged out: {own.who() if own else 'the login'} removed from {store.path}" if removed else f"no login stored in {store.path}")
+    control = ControlClient()
+    if args.no_daemon or not control.present():
+        return 0
+    try:
+        answer = await control.request({"op": "logout", "service": "genesys"}, timeout_s=15.0)
+    except ControlError as exc:
+        print(f"agentd logout: the agentd daemon did not answer: {exc}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"agentd logout: the agentd daemon kept its login: {answer.get('error')}", file=sys.stderr)
+        return 1
+    cleared = answer.get("cleared")
+    if cleared:
+        print(f"the agentd daemon no longer holds the login of {cleared.get('user_name') or cleared.get('user_id')}")
+    else:
+        print("the agentd daemon held no Genesys login")
     return 0
 
 
@@ -141,11 +220,57 @@ async def _archive(args: argparse.Namespace, app: Any) -> int:
         archive.close()
 
 
+# -- the daemon: the login an agent hands over (held_login.py) ---------------------------
+
+HELD: dict[int, Any] = {}
+"""id(daemon) -> its HeldLogin (the daemon holds one agent's login at a time)."""
+
+
+def _held(daemon: Any) -> Any:
+    from .held_login import HeldLogin
+
+    held = HELD.get(id(daemon))
+    settings = _settings(daemon.app.config)
+    if held is None:
+        held = HELD[id(daemon)] = HeldLogin(settings)
+    held.settings = settings  # a reload may change [genesys]
+    return held
+
+
+@hookimpl
+def agentd_daemon_start(daemon: Any) -> None:
+    held = _held(daemon)
+    spawn = getattr(daemon, "spawn", None)
+    if callable(spawn):
+        spawn(held.watch(), name="genesys.login")
+    return None
+
+
+@hookimpl
+def agentd_daemon_login(daemon: Any, service: str, login: Any, peer: dict) -> Any:
+    if service != "genesys":
+        return None
+    held = _held(daemon)
+    if login is None:
+
+        async def clear() -> dict:
+            return held.clear(peer)
+
+        return clear()
+    return held.receive(login, peer)
+
+
+@hookimpl
+def agentd_daemon_status(daemon: Any) -> dict:
+    return {"logins": {"genesys": _held(daemon).status()}}
+
+
 @hookimpl
 def agentd_daemon_stop(daemon: Any) -> Any:
     """Close the daemon's API connections (the shared client of its loop)."""
     from .client import close_shared
 
+    HELD.pop(id(daemon), None)
     return close_shared()
 
 
@@ -154,14 +279,26 @@ def agentd_commands() -> list[Command]:
     return [
         Command(
             name="login",
-            help="log in as the agent (OAuth authorization code with PKCE) and store the refresh token",
+            help="log in as the agent (OAuth authorization code) and hand the login to the running daemon",
             description=(
                 "Opens the Genesys Cloud login in the system browser (or prints the address), receives the answer on a "
-                "loopback redirect, and stores the refresh token readable by this user only. Needs [genesys] client_id "
-                "of a Code Authorization (PKCE) OAuth client whose redirect URI is http://127.0.0.1:PORT/oauth/callback."
+                "loopback redirect, stores the login readable by this user only, and hands it to a running agentd daemon "
+                "(which holds one agent's login at a time: the latest wins). Needs [genesys] client_id of an OAuth client "
+                "whose redirect URI is http://127.0.0.1:PORT/oauth/callback: PKCE, or Code Authorization with "
+                "[genesys] login_client_secret (refresh tokens). Exit 1 when a daemon runs but did not take the login."
             ),
             add_arguments=_login_arguments,
             run=_login,
+        ),
+        Command(
+            name="logout",
+            help="forget the agent's Genesys login, here and in the running daemon",
+            description=(
+                "Removes this account's stored login and tells a running daemon to forget the login it holds, when this "
+                "account handed it over (root may clear any). Exit 1 when the daemon kept its login or did not answer."
+            ),
+            add_arguments=_logout_arguments,
+            run=_logout,
         ),
         Command(
             name="archive",

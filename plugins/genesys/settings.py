@@ -56,6 +56,14 @@ class GenesysSettings:
     redirect_port: int = field(default=8765, metadata={"help": "loopback port of `agentd login`'s redirect (http://127.0.0.1:PORT/oauth/callback)", "min": 0, "max": 65535})
     token_file: Path | None = field(default=None, metadata={"help": "where `agentd login` keeps its refresh token (default: state dir/genesys-token.json)"})
     refresh_token: Secret | None = field(default=None, metadata={"help": "a refresh token given by reference (a systemd credential) instead of the token file"})
+    login_client_secret: Secret | None = field(
+        default=None,
+        metadata={"help": "secret of a confidential Code Authorization client: `agentd login` then uses the authorization code grant with refresh tokens instead of PKCE"},
+    )
+    webrtc_diagnostics_api: bool = field(
+        default=False,
+        metadata={"help": "diagnose also asks the seed's /api/v2/diagnostics/webrtc/... path (not in the public API; only for an org that has it)"},
+    )
     retry_budget_s: float = field(default=180.0, metadata={"help": "give up on 429/5xx retries beyond this many seconds (official SDKs: 180)", "min": 0, "max": 600})
     max_retries: int = field(default=5, metadata={"help": "retries of one call on 429, 5xx (not 501) and transport errors", "min": 0, "max": 20})
     dropped_calls_hours: float = field(default=24.0, metadata={"help": "interval of the dropped-calls count, hours back from now", "min": 0.1, "max": 744})

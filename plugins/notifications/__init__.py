@@ -13,7 +13,7 @@ from agentd import hookimpl
 from agentd.config import ConfigSection
 from agentd.errors import AuthError, ConfigError, GenesysError, PermissionMissing, ProbeError, TransportError
 from agentd.tls import client_context
-from agentd_plugins.genesys.client import has_credentials, shared_client
+from agentd_plugins.genesys.client import has_credentials, shared_client, stored_user_id
 from agentd_plugins.websocket.check import register_channel_probe
 from agentd_plugins.websocket.probe import empty_row, probe_target, shown_url
 
@@ -68,26 +68,57 @@ MONITORS: dict[int, NotificationsMonitor] = {}
 
 @hookimpl
 def agentd_daemon_start(daemon: Any):
+    monitor = _new_monitor(daemon)
+    return None if monitor is None else _start(daemon, monitor)
+
+
+def _new_monitor(daemon: Any) -> NotificationsMonitor | None:
     settings: NotificationsSettings = daemon.app.config.section("notifications")
     genesys = daemon.app.config.section("genesys")
     if not settings.monitor or not has_credentials(genesys):
         return None
-    if uses_client_credentials(genesys) and not genesys.user_id:
+    if uses_client_credentials(genesys) and not stored_user_id(genesys):
         log.warning("notifications monitor not started: client credentials have no user; set [genesys] user_id or use `agentd login`")
         return None
+    timeline = getattr(daemon, "timeline", None)
+    record = timeline.record if timeline is not None and hasattr(timeline, "record") else None
+    return NotificationsMonitor(shared_client(genesys), record=record, settings=settings.monitor_settings())
 
-    async def start() -> None:
-        timeline = getattr(daemon, "timeline", None)
-        record = timeline.record if timeline is not None and hasattr(timeline, "record") else None
-        monitor = NotificationsMonitor(shared_client(genesys), record=record, settings=settings.monitor_settings())
-        MONITORS[id(daemon)] = monitor
-        spawn = getattr(daemon, "spawn", None)
-        if callable(spawn):
-            spawn(monitor.run(), name="notifications.monitor")
-        else:  # an embedding without spawn: a plain task, ended by agentd_daemon_stop
-            monitor._task = asyncio.get_running_loop().create_task(monitor.run(), name="notifications.monitor")  # type: ignore[attr-defined]
 
-    return start()
+async def _start(daemon: Any, monitor: NotificationsMonitor) -> None:
+    MONITORS[id(daemon)] = monitor
+    spawn = getattr(daemon, "spawn", None)
+    if callable(spawn):
+        monitor._task = spawn(monitor.run(), name="notifications.monitor")  # type: ignore[attr-defined]
+    else:  # an embedding without spawn: a plain task, ended by agentd_daemon_stop
+        monitor._task = asyncio.get_running_loop().create_task(monitor.run(), name="notifications.monitor")  # type: ignore[attr-defined]
+
+
+async def _stop(daemon: Any) -> None:
+    monitor = MONITORS.pop(id(daemon), None)
+    task = getattr(monitor, "_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=5.0)  # its socket closes on the way out
+
+
+@hookimpl
+def agentd_daemon_login_changed(daemon: Any, service: str):
+    """A new agent logged in (or the login was cleared): the monitor starts over for the
+    user of the login the daemon now holds, or stops when there is none."""
+    if service != "genesys":
+        return None
+
+    async def restart() -> None:
+        await _stop(daemon)
+        monitor = _new_monitor(daemon)
+        if monitor is not None:
+            await _start(daemon, monitor)
+            log.info("notifications monitor restarted for the new login")
+        else:
+            log.info("notifications monitor stopped: no login")
+
+    return restart()
 
 
 @hookimpl

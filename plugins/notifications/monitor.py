@@ -28,7 +28,7 @@ from typing import Any, Callable
 import structlog
 from websockets.client import backoff
 
-from agentd.errors import GenesysError, NotFound, ProbeError
+from agentd.errors import AuthError, GenesysError, NotFound, ProbeError
 from agentd.model import isoformat, utcnow
 from agentd.tls import client_context
 from agentd_plugins.genesys.client import GenesysClient
@@ -52,6 +52,9 @@ from .calls import (
 log = structlog.get_logger("agentd.notifications")
 
 Recorder = Callable[[str, dict[str, Any]], None]
+DEAD_LOGIN_GRANTS = frozenset({"login_expired", "refresh_token"})
+"""AuthError grants that mean the agent's login is over (expired with no refresh token, or
+its refresh token refused): retrying cannot help."""
 
 
 class LiveChannel:
@@ -224,6 +227,11 @@ class NotificationsMonitor:
                     channel = None
                 live = await self._connect(channel, topics, user_id)
             except Exception as exc:  # GenesysError, ProbeError, or a bug: the monitor outlives one bad answer
+                if isinstance(exc, AuthError) and exc.grant in DEAD_LOGIN_GRANTS:
+                    # only a new `agentd login` helps; it restarts the monitor (agentd_daemon_login_changed)
+                    self.last_error = str(exc)
+                    log.warning("notifications monitor stopped until the next `agentd login`", error=str(exc))
+                    return
                 if not isinstance(exc, (GenesysError, ProbeError)):
                     log.error("notifications monitor: unexpected error", error=f"{type(exc).__name__}: {exc}")
                 if isinstance(exc, NotFound) or (isinstance(exc, ProbeError) and exc.details.get("handshake_status") in (400, 404)):

@@ -107,6 +107,32 @@ class Spy:
         self._saw()
         return None
 
+    @hookimpl
+    def agentd_daemon_login(self, daemon, service, login, peer):
+        self._saw()
+        if service != "spy":
+            return None
+
+        async def take():
+            daemon.spy_login = (login, peer["uid"])
+            return {"ok": True, "held": login is not None}
+
+        return take()
+
+    @hookimpl
+    def agentd_daemon_login_changed(self, daemon, service):
+        self._saw()
+
+        async def changed():
+            daemon.spy_login_changed = service
+
+        return changed()
+
+    @hookimpl
+    def agentd_daemon_status(self, daemon):
+        self._saw()
+        return {"logins": {"spy": {"summary": "the spy is logged in" if getattr(daemon, "spy_login", None) else "none"}}}
+
 
 def test_every_hook_has_a_docstring_saying_how_it_is_called():
     hooks = hookspecs.documented_hooks()
@@ -151,6 +177,14 @@ async def test_every_hook_is_called_by_a_real_flow(agentd_env, tmp_path):
             break
         await asyncio.sleep(0.05)
     assert daemon.spy_started
+    from agentd.control import ControlClient
+
+    control = ControlClient(tmp_path / "control.sock")
+    answer = await control.request({"op": "login", "service": "spy", "login": {"who": "spy"}})
+    assert answer == {"ok": True, "held": True} and daemon.spy_login[0] == {"who": "spy"}
+    assert daemon.spy_login_changed == "spy"
+    assert (await control.status())["logins"]["spy"]["summary"] == "the spy is logged in"
+    assert (await control.request({"op": "login", "service": "nobody", "login": {}}))["ok"] is False
     daemon.request_stop()
     assert await asyncio.wait_for(serving, 10) == 0
 

@@ -54,6 +54,7 @@ class HubClientSettings:
     timeout_s: float = field(default=10.0, metadata={"help": "deadline of one request or WebSocket opening", "min": 0.5, "max": 300})
     reconnect_min_s: float = field(default=1.0, metadata={"help": "first wait before reconnecting; doubles, with jitter", "min": 0.05, "max": 600})
     reconnect_max_s: float = field(default=60.0, metadata={"help": "longest wait between reconnects", "min": 0.1, "max": 3600})
+    genesys_attributes: bool = field(default=False, metadata={"help": "also write an incident report's summary (top verdict, report id, hub link) onto the agent's call participant in Genesys Cloud"})
 
 
 # -- the install token -------------------------------------------------------------------
@@ -153,6 +154,50 @@ class HubSink:
             forget_token()
         retry = response.status_code in (401, 408, 429) or response.status_code >= 500
         raise DeliveryError(f"hub refused report {report.id}: HTTP {response.status_code} {_error_line(response)}", retryable=retry)
+
+
+class GenesysAttributesSink:
+    """Findings where supervisors look: for an incident report, a compact summary on the
+    agent's participant of the call (``PATCH .../participants/{id}/attributes``). Other
+    reports need nothing written: acknowledged at once. Writing the same attributes
+    again is harmless, so a retry after a crash stores them once in effect."""
+
+    name = "genesys-attributes"
+
+    def __init__(self, settings: HubClientSettings, genesys: Any) -> None:
+        self.settings = settings
+        self.genesys = genesys
+
+    def attributes(self, report: Report) -> dict[str, str]:
+        top = report.verdicts[0] if report.verdicts else None
+        return {
+            "agentd.verdict": top.code if top else "none",
+            "agentd.ready": "true" if report.ready else "false",
+            "agentd.report": report.id,
+            "agentd.link": f"{base_url(self.settings)}/reports/{report.id}",
+        }
+
+    async def deliver(self, report: Report, payload: bytes) -> None:
+        if not report.conversation_id:
+            return
+        from agentd.errors import GenesysError
+        from agentd_plugins.genesys.client import GenesysClient, stored_user_id
+
+        cid = report.conversation_id
+        try:
+            async with GenesysClient(self.genesys) as client:
+                call = await client.get(f"/api/v2/conversations/calls/{cid}")
+                agents = [p for p in (call or {}).get("participants", ()) if isinstance(p, dict) and p.get("purpose") == "agent"]
+                user_id = getattr(self.genesys, "user_id", None) or stored_user_id(self.genesys)
+                mine = [p for p in agents if user_id and p.get("userId") == user_id] or agents
+                if not mine:
+                    raise DeliveryError(f"conversation {cid} has no agent participant to annotate", retryable=False)
+                await client.patch(f"/api/v2/conversations/calls/{cid}/participants/{mine[-1]['id']}/attributes",
+                                   {"attributes": self.attributes(report)})
+        except GenesysError as exc:
+            status = getattr(exc, "status", None)
+            raise DeliveryError(f"Genesys did not take the summary of report {report.id}: {exc}",
+                                retryable=status is None or status == 429 or status >= 500) from None
 
 
 # -- the WebSocket ------------------------------------------------------------------------------
@@ -292,7 +337,19 @@ def agentd_configure(config: Config) -> None:
 @hookimpl
 def agentd_collect_sinks(config: Config):
     settings: HubClientSettings | None = config.section("hub")
-    return [HubSink(settings)] if settings is not None else []
+    if settings is None:
+        return []
+    sinks: list[Any] = [HubSink(settings)]
+    if settings.genesys_attributes:
+        try:
+            genesys = config.section("genesys")
+        except ConfigError:
+            genesys = None
+        if genesys is None:
+            log.error("[hub] genesys_attributes needs the genesys plugin and its [genesys] section; not writing attributes")
+        else:
+            sinks.append(GenesysAttributesSink(settings, genesys))
+    return sinks
 
 
 @hookimpl

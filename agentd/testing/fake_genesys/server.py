@@ -205,6 +205,7 @@ class FakeGenesys:
         r.add_get("/api/v2/telephony/providers/edges/phones/{phoneId}", self.phone)
         r.add_get("/api/v2/conversations/{conversationId}", self.conversation)
         r.add_get("/api/v2/conversations/calls/{conversationId}", self.call_conversation)
+        r.add_patch("/api/v2/conversations/calls/{conversationId}/participants/{participantId}/attributes", self.participant_attributes)
         r.add_get("/api/v2/analytics/conversations/{conversationId}/details", self.analytics_details)
         r.add_post("/api/v2/analytics/conversations/details/query", self.analytics_query)
         r.add_post("/api/v2/analytics/conversations/details/jobs", self.analytics_job_create)
@@ -368,6 +369,19 @@ class FakeGenesys:
         if not found:
             return error_response(404, "not.found", "conversation not found")
         return web.json_response(call_conversation_view(found))
+
+    async def participant_attributes(self, request: web.Request) -> web.Response:
+        """PATCH a participant's attributes (ParticipantAttributes: ``{"attributes": {str: str}}``), merged."""
+        self.require_token(request, ("conversations",), "conversation:communication:view")
+        participant = self.state.participant(request.match_info["conversationId"], request.match_info["participantId"])
+        if participant is None:
+            return error_response(404, "not.found", "participant not found")
+        body = await _json_body(request)
+        attributes = body.get("attributes") if isinstance(body, dict) else None
+        if not isinstance(attributes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()):
+            return error_response(400, "bad.request", "attributes must be an object of strings")
+        participant.setdefault("attributes", {}).update(attributes)
+        return web.json_response({"attributes": participant["attributes"]})
 
     async def analytics_details(self, request: web.Request) -> web.Response:
         self.require_token(request, ("analytics:readonly",), "analytics:conversationDetail:view")

@@ -104,6 +104,12 @@ def build_parser(commands: Sequence[Any] = ()) -> _Parser:
     status = sub.add_parser("status", help="the running daemon's state (exit 1 when none runs)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     _common(status)
+    reload = sub.add_parser(
+        "reload",
+        help="the running daemon re-reads its configuration (exit 2 if the new file is rejected: the old one stays)",
+        description="Ask the running daemon, through its control socket, to re-read its configuration file (systemctl reload runs this).",
+    )
+    _common(reload)
 
     plugins = sub.add_parser("plugins", help="list every plugin: where it came from and its hooks")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -160,7 +166,7 @@ def _main(argv: list[str]) -> int:
         try:
             app = App.load(pre.config, disable=pre.disable_plugin)
         except ConfigError:
-            if not wants_help and not (argv and argv[0] in ("config",) and "path" in argv) and argv[:1] != ["status"]:
+            if not wants_help and not (argv and argv[0] in ("config",) and "path" in argv) and argv[:1] not in (["status"], ["reload"]):
                 raise
             app = None  # --help must work even with a broken configuration
         if app is not None and not pre.log_level:
@@ -176,6 +182,10 @@ def _main(argv: list[str]) -> int:
             from agentd import daemon
 
             return daemon.status_command(args)
+        if args.command == "reload":  # the daemon reads the file, not this process
+            from agentd import daemon
+
+            return daemon.reload_command(args)
         assert app is not None
         return _dispatch(args, app)
     except (ConfigError, UsageError) as exc:

@@ -222,13 +222,22 @@ def locate(explicit: str | os.PathLike | None) -> tuple[Path | None, bool]:
     if env:
         return Path(env).expanduser(), True
     candidate = paths.config_dir() / CONFIG_FILENAME
-    if candidate.exists():
+    if _present(candidate):
         return candidate, False
     if not os.environ.get("CONFIGURATION_DIRECTORY"):
         system_wide = paths.site_config_dir() / CONFIG_FILENAME
-        if system_wide.exists():
+        if _present(system_wide):
             return system_wide, False
     return None, False
+
+
+def _present(path: Path) -> bool:
+    """Exists, or may exist behind a folder this user cannot search (/etc/agentd is 0750):
+    then reading it gives the one-line "cannot read" error instead of a traceback."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return True
 
 
 def read_toml(path: Path | None, *, explicit: bool) -> dict[str, Any]:

@@ -15,6 +15,8 @@ The protocol, one JSON object per line each way. A request names an ``op``:
   with ``upload`` a ``{"event": "delivered", "summary": ...}``, then
   ``{"event": "report", "report": {...agentd.report/1...}}``
 - ``{"op": "last_report"}`` → ``{"ok": true, "report": {...}}`` (or ``ok: false``)
+- ``{"op": "reload"}`` → re-reads the configuration file: ``{"ok": true, "config": PATH}``,
+  or ``{"ok": false, "rejected": true, "error": "..."}`` with the old configuration kept
 - ``{"op": "mute", "args": ["on"]}`` → runs the plugin command ``mute`` in the daemon:
   ``{"ok": true, "exit_code": N, "output": "..."}``
 - ``{"op": "login", "service": "genesys", "login": {...}}`` → a user's login handed to the
@@ -159,6 +161,11 @@ class ControlServer:
             await _send(writer, {"ok": True, "report": report.to_dict()} if report else {"ok": False, "error": "no report yet"})
         elif op == "check":
             await self._check(request, writer)
+        elif op == "reload":  # SIGHUP's twin, with an answer: ExecReload needs no kill binary
+            if daemon.reload():
+                await _send(writer, {"ok": True, "config": str(daemon.app.config.path) if daemon.app.config.path else None})
+            else:
+                await _send(writer, {"ok": False, "rejected": True, "error": daemon.last_reload_error})
         elif op == "mute":
             args = request.get("args") or []
             if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
@@ -168,7 +175,7 @@ class ControlServer:
         elif op in ("login", "logout"):
             await self._login(op, request, writer)
         else:
-            await _send(writer, {"ok": False, "error": f"unknown op {op!r}; known: status, check, last_report, mute, login, logout"})
+            await _send(writer, {"ok": False, "error": f"unknown op {op!r}; known: status, check, last_report, reload, mute, login, logout"})
 
     async def _login(self, op: str, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         service = request.get("service")

@@ -99,6 +99,14 @@ def agentd_configure(config: Config) -> None:
     parse_times(config.section("schedule"), file=str(config.path) if config.path else None)
 
 
+@hookimpl
+def agentd_unconfigured(config: Config) -> list[str]:
+    schedule: ScheduleSettings = config.section("schedule")
+    if schedule.times:
+        return []
+    return ["pre-shift schedule: none, so checks run only when asked; set [schedule] times"]
+
+
 # -- the service ----------------------------------------------------------------------------
 
 
@@ -340,6 +348,7 @@ class Daemon:
             {"id": last.id, "created": last.created, "profile": last.profile, "ready": last.ready},
             "timeline": self.timeline.stats() if self.timeline is not None else None,
             "tasks": sorted(t.get_name() for t in self._tasks),
+            "not_configured": self.app.plugins.unconfigured(self.app.config),
             **self._plugin_status(),
         }
 
@@ -557,7 +566,7 @@ def status_command(args: argparse.Namespace) -> int:
 
     client = ControlClient()
     if not client.present():
-        print(f"agentd: no daemon is running (no control socket at {client.path})")
+        print(f"agentd: {_no_daemon(client.path)}")
         return 1
     try:
         status = asyncio.run(client.status())
@@ -584,8 +593,42 @@ def status_command(args: argparse.Namespace) -> int:
     if status.get("timeline"):
         t = status["timeline"]
         lines.append(f"timeline: {t['samples']} samples, {t['events']} events, {t['size_bytes'] / 2**20:.1f} MB, last sample {t['last_sample']}")
+    lines += [f"not configured: {line}" for line in status.get("not_configured") or ()]
     print("\n".join(lines))
     return 0
+
+
+def _no_daemon(socket_path: Path) -> str:
+    folder = socket_path.parent
+    if folder.is_dir() and not os.access(folder, os.X_OK):  # /run/agentd is 0750: group agentd only
+        return f"permission denied on {folder}: ask to be added to the daemon's group"
+    return f"no daemon is running (no control socket at {socket_path})"
+
+
+def reload_command(args: argparse.Namespace) -> int:
+    """``agentd reload``: the daemon re-reads its configuration and says whether it took it
+    (the unit's ExecReload: no signal-sending binary needed). Exit 0 reloaded, 1 no daemon
+    answers, 2 the new file was rejected (the daemon keeps the old one)."""
+    from agentd.control import ControlClient
+    from agentd.errors import ControlError
+
+    client = ControlClient()
+    if not client.present():
+        print(f"agentd: {_no_daemon(client.path)}", file=sys.stderr)
+        return 1
+    try:
+        answer = asyncio.run(client.request({"op": "reload"}, timeout_s=30.0))
+    except ControlError as exc:
+        print(f"agentd: {exc}", file=sys.stderr)
+        return 1
+    if answer.get("ok"):
+        print(f"agentd: configuration reloaded from {answer.get('config') or '(defaults)'}")
+        return 0
+    if answer.get("rejected"):
+        print(f"agentd: reload rejected, the daemon keeps its previous configuration: {answer.get('error')}", file=sys.stderr)
+        return 2
+    print(f"agentd: {answer.get('error') or 'reload refused'}", file=sys.stderr)
+    return 1
 
 
 async def check_through_daemon(args: argparse.Namespace, on_event: EventCallback | None) -> Report | None:

@@ -57,6 +57,15 @@ def agentd_configure(config: Config) -> None:
 
 
 @hookspec
+def agentd_unconfigured(config: Config) -> Sequence[str]:
+    """Name what this plugin cannot do with this configuration (sync, all results kept):
+    one short line each, saying what is missing and what to set, for example
+    ``"Genesys Cloud credentials: set [genesys] client_id and client_secret"``. Return
+    nothing when all is configured. ``agentd status`` lists the lines, so that an
+    install that runs with defaults says what it is not doing."""
+
+
+@hookspec
 def agentd_commands() -> Sequence[Command]:
     """Contribute sub-commands to the ``agentd`` command line (sync, all results kept).
 

@@ -191,6 +191,10 @@ class PluginManager:
         """A ConfigError from a plugin propagates (exit 2); other failures are recorded."""
         self._each("agentd_configure", config=config)
 
+    def unconfigured(self, config: Any) -> list[str]:
+        """What plugins cannot do with this configuration, one line each."""
+        return [item for _, item in self._flat("agentd_unconfigured", str, config=config)]
+
     def commands(self) -> list[Command]:
         return [item for _, item in self._flat("agentd_commands", Command)]
 

@@ -42,7 +42,10 @@ def client_address() -> Path:
     own = server_address()
     if own.exists() or os.environ.get("AGENTD_RUNTIME_DIR") or os.environ.get("RUNTIME_DIRECTORY"):
         return own
-    return SYSTEM_SOCKET if SYSTEM_SOCKET.exists() else own
+    try:
+        return SYSTEM_SOCKET if SYSTEM_SOCKET.exists() else own
+    except PermissionError:  # /run/agentd is the group's: say so when connecting, not with a traceback
+        return SYSTEM_SOCKET
 
 
 def present(address: Path | str) -> bool:

@@ -194,7 +194,10 @@ async def _archive(args: argparse.Namespace, app: Any) -> int:
         if not 0.0 < args.mos_below <= 5.0:
             raise UsageError("--mos-below must be between 0 and 5")
         if not has_credentials(settings):
-            raise UsageError(no_credentials_message(settings))
+            # nothing to archive on a PC that does not use the API: not a failure (the
+            # nightly timer runs on every PC of a fleet); the line says why, in the journal
+            print(f"agentd archive: nothing to do: {no_credentials_message(settings)}", file=sys.stderr)
+            return 0
         async with GenesysClient(settings) as client:
             try:
                 result = await run_archive(
@@ -266,6 +269,15 @@ def agentd_daemon_status(daemon: Any) -> dict:
 
 
 @hookimpl
+def agentd_unconfigured(config: Any) -> list[str]:
+    settings = _settings(config)
+    if has_credentials(settings):
+        return []
+    return ["Genesys Cloud credentials: none, so no evidence from the API and no nightly archive; "
+            "set [genesys] client_id and client_secret (or run `agentd login`)"]
+
+
+@hookimpl
 def agentd_daemon_stop(daemon: Any) -> Any:
     """Close the daemon's API connections (the shared client of its loop)."""
     from .client import close_shared
@@ -306,7 +318,8 @@ def agentd_commands() -> list[Command]:
             description=(
                 "Finds the voice calls of the interval whose minimum MOS is below the threshold and stores every evidence "
                 "item of each in a local SQLite archive in the state directory. A call is stored once; an interrupted run "
-                "is resumed by the next. Exit 0 when every call found is archived, 1 when some could not be read."
+                "is resumed by the next. Exit 0 when every call found is archived (and, with a line saying why, when no "
+                "credentials are configured: nothing to do), 1 when some could not be read."
             ),
             add_arguments=_archive_arguments,
             run=_archive,
@@ -314,4 +327,4 @@ def agentd_commands() -> list[Command]:
     ]
 
 
-__all__ = ["agentd_collect_evidence", "agentd_commands", "stored_user_id"]
+__all__ = ["agentd_collect_evidence", "agentd_commands", "agentd_unconfigured", "stored_user_id"]

@@ -63,6 +63,11 @@ class Spy:
         assert config.section("spy").word == "spy"
 
     @hookimpl
+    def agentd_unconfigured(self, config):
+        self._saw()
+        return ["spy: nothing to spy on; set [spy] target"]
+
+    @hookimpl
     def agentd_commands(self):
         self._saw()
         return [Command("spy-command", "a spy's command", lambda parser: None, lambda args, app: 0)]
@@ -185,6 +190,7 @@ async def test_every_hook_is_called_by_a_real_flow(agentd_env, tmp_path):
     assert daemon.spy_login_changed == "spy"
     assert (await control.status())["logins"]["spy"]["summary"] == "the spy is logged in"
     assert (await control.request({"op": "login", "service": "nobody", "login": {}}))["ok"] is False
+    assert "spy: nothing to spy on; set [spy] target" in daemon.status()["not_configured"]
     daemon.request_stop()
     assert await asyncio.wait_for(serving, 10) == 0
 

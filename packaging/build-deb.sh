@@ -78,12 +78,14 @@ rm -f "$STAGE$PREFIX/bin/pip" "$STAGE$PREFIX/bin/pip3" "$STAGE$PREFIX/bin/pip$PY
 
 # 3. What sits around it.
 install -d "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/usr/lib/sysusers.d" \
-  "$STAGE/etc/agentd" "$STAGE/usr/share/doc/agentd/examples"
+  "$STAGE/usr/lib/systemd/system-preset" "$STAGE/etc/agentd" "$STAGE/usr/share/doc/agentd/examples"
 install -d -m 0700 "$STAGE/etc/agentd/credentials"
 ln -s "$PREFIX/bin/agentd" "$STAGE/usr/bin/agentd"
 install -m 0644 systemd/agentd.service systemd/agentd-archive.service systemd/agentd-archive.timer "$STAGE/lib/systemd/system/"
 install -m 0644 systemd/agentd.service.d/local.conf.example "$STAGE/usr/share/doc/agentd/examples/agentd.service.d-local.conf"
+install -m 0644 systemd/agentd.service.d/credentials.conf.example "$STAGE/usr/share/doc/agentd/examples/credentials.conf"
 install -m 0644 packaging/debian/sysusers.conf "$STAGE/usr/lib/sysusers.d/agentd.conf"
+install -m 0644 packaging/debian/agentd.preset "$STAGE/usr/lib/systemd/system-preset/80-agentd.preset"
 install -m 0640 packaging/agentd.toml.example "$STAGE/etc/agentd/agentd.toml"
 install -m 0644 packaging/agentd.toml.example "$STAGE/usr/share/doc/agentd/examples/agentd.toml"
 [ -f README.md ] && install -m 0644 README.md "$STAGE/usr/share/doc/agentd/README.md"

@@ -173,3 +173,22 @@ def start_daemon(service_env, tmp_path):
             daemon.proc.kill()
             daemon.proc.wait(timeout=5)
         daemon.notify.close()
+
+
+@pytest.fixture(scope="session")
+def agentd_deb(tmp_path_factory) -> Path:
+    """The .deb of this checkout, built once per session by packaging/build-deb.sh."""
+    import shutil
+
+    if not all(shutil.which(t) for t in ("dpkg-deb", "fakeroot", "dpkg")) or not Path("/usr/bin/python3").exists():
+        pytest.skip("needs dpkg-deb, fakeroot and Debian's python3")
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path_factory.mktemp("deb")
+    done = subprocess.run(
+        # no compression: the contents are what is tested, and xz of ~150 MB costs a minute
+        [str(repo / "packaging" / "build-deb.sh"), "--out", str(out), "--compress", "none"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (path,) = out.glob("agentd_*.deb")
+    return path

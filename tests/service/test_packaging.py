@@ -23,16 +23,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("deb")
-    done = subprocess.run(
-        # no compression: the contents are what is tested, and xz of ~150 MB costs a minute
-        [str(REPO / "packaging" / "build-deb.sh"), "--out", str(out), "--compress", "none"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    (path,) = out.glob("agentd_*.deb")
-    return path
+def deb(agentd_deb) -> Path:
+    return agentd_deb  # built once per session (tests/service/conftest.py), shared with the container tests
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +45,8 @@ def test_the_package_holds_the_environment_units_and_configuration(deb):
         "./lib/systemd/system/agentd-archive.timer",
         "./etc/agentd/agentd.toml",
         "./usr/lib/sysusers.d/agentd.conf",
+        "./usr/lib/systemd/system-preset/80-agentd.preset",
+        "./usr/share/doc/agentd/examples/credentials.conf",
         "./opt/agentd/bin/agentd",
         "./opt/agentd/pyvenv.cfg",
         "/site-packages/agentd/daemon.py",

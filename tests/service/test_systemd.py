@@ -26,6 +26,7 @@ def _installed_copy(folder: Path, drop_in_extra: str = "") -> Path:
     drop_in = folder / "agentd.service.d"
     drop_in.mkdir()
     (drop_in / "local.conf").write_text((REPO / "systemd" / "agentd.service.d" / "local.conf.example").read_text() + drop_in_extra)
+    (drop_in / "credentials.conf").write_text((REPO / "systemd" / "agentd.service.d" / "credentials.conf.example").read_text())
     return folder
 
 
@@ -66,7 +67,14 @@ def test_the_service_is_a_hardened_notify_service():
     }
     for key, value in expected.items():
         assert unit.get(key) == [value], key
-    assert unit["WatchdogSec"] and unit["LoadCredential"][0].startswith("client-secret:")
+    assert unit["WatchdogSec"]
+    # no credential a fresh install lacks (systemd 252 would refuse to start: 243/CREDENTIALS);
+    # the secret comes with the documented drop-in
+    assert "LoadCredential" not in unit and "LoadCredential" not in _directives("agentd-archive.service")
+    drop_in = (REPO / "systemd" / "agentd.service.d" / "credentials.conf.example").read_text()
+    assert "\nLoadCredential=client-secret:/etc/agentd/credentials/client-secret\n" in drop_in
+    # reload through the control socket: no /bin/kill (procps) on a minimal Debian
+    assert unit["ExecReload"] == ["/usr/bin/agentd reload"]
     assert set(unit["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
     archive = _directives("agentd-archive.service")
     assert archive["ExecStart"] == ["/usr/bin/agentd archive --since 24h --mos-below 3.5"]

@@ -598,11 +598,12 @@ def status_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _no_daemon(socket_path: Path) -> str:
-    folder = socket_path.parent
-    if folder.is_dir() and not os.access(folder, os.X_OK):  # /run/agentd is 0750: group agentd only
-        return f"permission denied on {folder}: ask to be added to the daemon's group"
-    return f"no daemon is running (no control socket at {socket_path})"
+def _no_daemon(address: Path | str) -> str:
+    if isinstance(address, Path):
+        folder = address.parent
+        if folder.is_dir() and not os.access(folder, os.X_OK):  # /run/agentd is 0750: group agentd only
+            return f"permission denied on {folder}: ask to be added to the daemon's group"
+    return f"no daemon is running (no control socket at {address})"
 
 
 def reload_command(args: argparse.Namespace) -> int:

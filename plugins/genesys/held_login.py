@@ -101,7 +101,7 @@ class HeldLogin:
         async def none() -> AccessToken:
             raise AuthError("the login handed over was refused by Genesys Cloud (401): run `agentd login` again")
 
-        client = GenesysClient(self.settings, tokens=TokenManager(none, initial=token))
+        client = GenesysClient(self.settings, tokens=TokenManager(none, initial=token, margin_s=0.0))
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_S):
                 me = await client.get("/api/v2/users/me")

@@ -172,7 +172,7 @@ async def login(
         token = await client.token_request(form, basic=basic, grant="authorization_code")
         if not token.refresh_token:
             log.info("no refresh token with this login: it serves until the access token expires", expires_in_s=round(token.expires_at - time.time()))
-        client.tokens = TokenManager(_no_token, initial=token)
+        client.tokens = TokenManager(_no_token, initial=token, margin_s=0.0)
         user_id = user_name = None
         try:
             me = await client.get("/api/v2/users/me")

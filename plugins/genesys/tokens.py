@@ -37,6 +37,8 @@ log = structlog.get_logger("agentd.genesys.tokens")
 # Refresh this long before the token expires: a call that starts with a token about to
 # expire must not fail half-way.
 REFRESH_MARGIN_S = 120.0
+EXPIRY_SLACK_S = 30.0
+"""A 401 this close to a login's expiry is its expiry (the two clocks differ a little)."""
 TOKEN_FILE = "genesys-token.json"
 
 
@@ -271,16 +273,17 @@ class TokenManager:
     callers arriving while that refresh runs wait for it and share its result.
     """
 
-    def __init__(self, fetch: Fetch, *, initial: AccessToken | None = None, description: str = "") -> None:
+    def __init__(self, fetch: Fetch, *, initial: AccessToken | None = None, description: str = "", margin_s: float = REFRESH_MARGIN_S) -> None:
         self._fetch = fetch
         self._token = initial
+        self.margin_s = margin_s  # 0: a token nothing can renew is used to its last second
         self._refreshing: asyncio.Future[AccessToken] | None = None
         self.description = description
         self.refreshes = 0
 
     async def token(self) -> AccessToken:
         current = self._token
-        if current is not None and current.fresh():
+        if current is not None and current.fresh(self.margin_s):
             return current
         return await self.refresh(stale=current)
 
@@ -363,7 +366,7 @@ class LoginTokenManager(TokenManager):
         if not self._renewable():
             if login is None:
                 raise AuthError("no agentd login: run `agentd login` as the agent", grant=LOGIN_EXPIRED_GRANT)
-            if login.expired():
+            if login.expired(time.time() + EXPIRY_SLACK_S):  # refused a moment before our clock says: expired all the same
                 raise AuthError(login.expired_message(), grant=LOGIN_EXPIRED_GRANT)
             # not expired by the clock, yet refused (401): revoked or logged out elsewhere
             raise AuthError(

@@ -161,6 +161,8 @@ async def probe_genesys_channel(ctx, settings, plan) -> dict | None:
         row.update(api_status=exc.status, genesys_channel=True)
         if isinstance(exc, PermissionMissing):
             row["permission"] = exc.permission
+        if isinstance(exc, AuthError):  # platform.auth_failed reads it (FINDINGS.md)
+            row["genesys_auth"] = {"grant": exc.grant, "message": str(exc)}
         return row
     topic = CALLS_TOPIC.format(user_id)
 

@@ -2,16 +2,19 @@
 
 Codes: ``platform.session_fragmentation`` (seed 001), ``platform.integration_inactive``
 (seed 003), ``platform.auth_failed``, ``platform.permission_missing``. Inputs: the
-``genesys.*`` evidence items named in FINDINGS.md.
+``genesys.*`` evidence items named in FINDINGS.md, and check rows with ``genesys_auth``
+(a check that needed the agent's login and found it refused or expired).
 """
 
 from __future__ import annotations
 
 from agentd import hookimpl
 from agentd.correlation import Findings
-from agentd.model import Severity, Verdict
+from agentd.model import CheckResult, Severity, Verdict
 
-from .base import number, ok_evidence, ref_evidence, verdict
+from .base import items, number, ok_evidence, ref_check, ref_evidence, verdict
+
+LOGIN_EXPIRED = "login_expired"  # AuthError.grant of a login that ran out (plugins/genesys/tokens.py)
 
 
 @hookimpl
@@ -70,9 +73,21 @@ def integration_inactive(findings: Findings) -> Verdict | None:
     return None
 
 
+def login_rows(findings: Findings) -> list[tuple[CheckResult, dict]]:
+    """Check rows that could not run because the agent's login was refused or ran out:
+    a ``genesys_auth`` dict in a check's details or in one of its ``targets`` rows
+    (plugins/FINDINGS.md)."""
+    found = []
+    for check in findings.report.checks:
+        rows = [check.details, *items(check.details.get("targets"))]
+        found += [(check, row["genesys_auth"]) for row in rows if isinstance(row.get("genesys_auth"), dict)]
+    return found
+
+
 def auth_failed(findings: Findings) -> Verdict | None:
     refused = list(findings.evidence(kind="genesys.auth"))
-    if not refused:
+    rows = login_rows(findings)
+    if not refused and not rows:
         return None
     ids = [str(i.data.get("correlationId")) for i in refused if i.data.get("correlationId")]
     support = f" (correlation id {', '.join(ids)} for Genesys support)" if ids else ""
@@ -80,19 +95,30 @@ def auth_failed(findings: Findings) -> Verdict | None:
         "Check [genesys] client_id and client_secret and that the region matches the org "
         "(an OAuth client of one region is unknown in another); a deleted or rotated client needs new values."
     )
-    if any(i.data.get("grant") in ("refresh_token", "authorization_code") for i in refused):
+    grants = {i.data.get("grant") for i in refused} | {r.get("grant") for _, r in rows}
+    expired = [r for _, r in rows if r.get("grant") == LOGIN_EXPIRED] + [i.data for i in refused if i.data.get("grant") == LOGIN_EXPIRED]
+    summary = f"Genesys Cloud refused agentd's credentials (401){support}: no server evidence could be read."
+    if expired:
+        said = next((str(r.get("message")) for r in expired if r.get("message")), "the agent's Genesys login has expired")
+        summary = f"The agent's Genesys Cloud login is over ({said.rstrip('.')}): what needs it was not tested."
+        next_step = (
+            "Run `agentd login` as the agent (once per login lifetime when the OAuth client gives no refresh token; "
+            "a Code Authorization client with [genesys] login_client_secret renews itself)."
+        )
+    elif grants & {"refresh_token", "authorization_code"}:
         # the agent's own login (agentd login) was refused: revoked, expired or logged out
         next_step = (
             "Run `agentd login` again as the agent: the stored login was revoked or has expired "
             "(a password change or an admin revoking the agent's sessions does that)."
         )
+    checks = list(dict.fromkeys(ref_check(c) for c, _ in rows))
     return verdict(
         "platform.auth_failed",
         Severity.CRITICAL,
         0.95,
-        f"Genesys Cloud refused agentd's credentials (401){support}: no server evidence could be read.",
+        summary,
         next_step,
-        [ref_evidence(i) for i in refused],
+        [ref_evidence(i) for i in refused] + checks,
     )
 
 

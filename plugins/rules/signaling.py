@@ -138,6 +138,8 @@ def websocket_unreachable(findings: Findings) -> Verdict | None:
     why = ws.details.get("reason")
     if status == 101 or why in KEEPALIVE_REASONS:
         return None  # it opened and later went quiet or dropped: the keepalive rule's
+    if why == "auth" and any(isinstance(row.get("genesys_auth"), dict) for row in [ws.details, *items(ws.details.get("targets"))]):
+        return None  # the agent's login was refused or ran out, not the network: platform.auth_failed says so
     if status is not None and int(status) in (401, 403, 404):
         code = int(status)
         summary = f"The notifications WebSocket handshake was refused with HTTP {code}."

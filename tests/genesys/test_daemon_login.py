@@ -309,3 +309,75 @@ async def test_the_daemon_on_its_own_user_works_for_the_agent_who_logged_in_last
             text = path.read_text(errors="replace")
             leaks += [f"{path}: token" for s in secrets if s in text]
     assert leaks == []
+
+
+def _issued_login(fake, client_id: str, *, refresh: bool) -> dict:
+    """A login as `agentd login` hands it over, with a token the fake issued just now."""
+    client = fake.state.clients[client_id]
+    value, info = fake.state.issue_token(client, "authorization_code", client.login_user_id)
+    return {
+        "access_token": value,
+        "refresh_token": fake.state.issue_refresh_token(info) if refresh else None,
+        "expires_at": info.expires_at,
+        "client_id": client_id,
+        "login_base": fake.url,
+        "user_id": "claimed-by-the-sender",
+        "user_name": "Not Checked",
+        "grant": "pkce",
+        "account": "someone-else",
+    }
+
+
+async def test_a_login_without_refresh_token_runs_out_once_in_the_daemon_log_and_status(fake_genesys, agentd_env):
+    """Same user for daemon and CLI here: the hand-over itself is the subject."""
+    from agentd.control import ControlClient
+    from agentd.testing.fake_genesys import PKCE_ONLY_CLIENT_ID
+
+    agentd_env.write_config(daemon_config(fake_genesys).replace(LOGIN_CLIENT_ID, PKCE_ONLY_CLIENT_ID))
+    err = agentd_env.root / "daemon.stderr"
+    process = subprocess.Popen([sys.executable, "-m", "agentd", "run"], env=agentd_env.env, cwd=agentd_env.root, stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
+    control = ControlClient(agentd_env.root / "run" / "control.sock")
+    try:
+        assert await until(lambda: "daemon ready" in err.read_text(errors="replace"), 30), err.read_text()
+        fake_genesys.state.token_lifetime_s = 4
+        login = _issued_login(fake_genesys, PKCE_ONLY_CLIENT_ID, refresh=False)
+        answer = await control.request({"op": "login", "service": "genesys", "login": login}, timeout_s=30)
+        assert answer["ok"], answer
+        # the daemon names whom Genesys names, and the account the socket says, not the sender's claims
+        held = answer["login"]
+        assert (held["user_id"], held["user_name"], held["account"]) == (AGENT_USER_ID, "Alex Agent", pwd.getpwuid(os.geteuid()).pw_name)
+        assert held["refreshable"] is False and login["access_token"] not in json.dumps(answer)
+        assert await until(lambda: subscribed_users(fake_genesys) == {AGENT_USER_ID}), err.read_text()
+        status = (await control.status())["logins"]["genesys"]
+        assert status["expired"] is False and "no refresh token" in status["summary"]
+
+        await asyncio.sleep(max(0.0, login["expires_at"] - time.time()) + 3.0)  # past the expiry, and then some
+        status = (await control.status())["logins"]["genesys"]
+        assert status["expired"] is True and "EXPIRED" in status["summary"] and "run `agentd login`" in status["summary"]
+        log = err.read_text(errors="replace")
+        assert log.count("Genesys login expired: run `agentd login`") == 1, log
+        # the monitor gave up with one line instead of retrying a login that cannot work
+        assert log.count("notifications monitor stopped until the next `agentd login`") <= 1
+
+        # a fresh login: no longer expired, and its own expiry is logged once more later
+        fake_genesys.state.token_lifetime_s = 3
+        again = _issued_login(fake_genesys, PKCE_ONLY_CLIENT_ID, refresh=False)
+        assert (await control.request({"op": "login", "service": "genesys", "login": again}, timeout_s=30))["ok"]
+        assert (await control.status())["logins"]["genesys"]["expired"] is False
+        await asyncio.sleep(max(0.0, again["expires_at"] - time.time()) + 2.0)
+        assert err.read_text(errors="replace").count("Genesys login expired: run `agentd login`") == 2
+
+        # an expired login is refused at the door
+        stale = {**again}
+        refused = await control.request({"op": "login", "service": "genesys", "login": stale}, timeout_s=30)
+        assert refused["ok"] is False and "already expired" in refused["error"]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    assert process.returncode == 0, err.read_text()[-2000:]
+    tokens = set(fake_genesys.state.tokens) | set(fake_genesys.state.refresh_tokens)
+    assert not [t for t in tokens if t in err.read_text()]

@@ -22,7 +22,8 @@ from .helpers import settings_for
 
 
 def login_settings(fake, tmp_path, **overrides):
-    return settings_for(fake, client_id=LOGIN_CLIENT_ID, client_secret=None, token_file=tmp_path / "token.json", **overrides)
+    values = {"client_id": LOGIN_CLIENT_ID, "client_secret": None, "token_file": tmp_path / "token.json", **overrides}
+    return settings_for(fake, **values)
 
 
 async def follow_in_browser(url: str) -> None:
@@ -166,3 +167,86 @@ async def test_a_revoked_login_is_an_auth_error_naming_the_refresh_grant(fake_ge
     item = GenesysSource(settings).failure(refused.value)
     assert item.kind == "genesys.auth" and item.data["grant"] == "refresh_token"
 
+
+
+async def test_a_confidential_code_client_exchanges_with_its_secret_and_keeps_refreshing(fake_genesys, agentd_env, tmp_path):
+    from agentd.config import Secret
+    from agentd.testing.fake_genesys import CODE_CLIENT_ID, CODE_CLIENT_SECRET
+
+    settings = login_settings(fake_genesys, tmp_path, client_id=CODE_CLIENT_ID, login_client_secret=Secret(CODE_CLIENT_SECRET))
+    result = await login(settings, open_url=follow_in_browser, port=0, timeout_s=10, announce=lambda _: None)
+    assert result.user_id == AGENT_USER_ID and result.login.grant == "code" and result.login.refreshable
+
+    (authorize,) = fake_genesys.state.requests_to("^/oauth/authorize$")
+    assert "code_challenge" not in authorize.query  # the secret proves the client, not PKCE
+    (exchange,) = fake_genesys.state.requests_to("^/oauth/token$")
+    assert exchange.headers["Authorization"].startswith("Basic ")
+    assert CODE_CLIENT_SECRET.encode() not in exchange.body and b"code_verifier" not in exchange.body
+
+    async with GenesysClient(settings) as client:
+        fake_genesys.state.expire_tokens()
+        me = await client.get("/api/v2/users/me")
+        fake_genesys.state.expire_tokens()
+        again = await client.get("/api/v2/users/me")
+    assert me["id"] == again["id"] == AGENT_USER_ID
+    token_requests = fake_genesys.state.requests_to("^/oauth/token$")
+    assert [parse_qs(r.body.decode())["grant_type"][0] for r in token_requests] == ["authorization_code", "refresh_token", "refresh_token"]
+    assert all(r.headers["Authorization"].startswith("Basic ") and r.status == 200 for r in token_requests)
+    stored = TokenStore(tmp_path / "token.json").load()
+    assert stored.refresh_token in fake_genesys.state.refresh_tokens and stored.grant == "code"
+
+    # without the secret the service refuses the refresh: a clear AuthError, no secret in it
+    bare = login_settings(fake_genesys, tmp_path, client_id=CODE_CLIENT_ID)
+    fake_genesys.state.expire_tokens()
+    async with GenesysClient(bare) as client:
+        with pytest.raises(AuthError) as caught:
+            await client.get("/api/v2/users/me")
+    assert "refused with HTTP 401" in str(caught.value) and CODE_CLIENT_SECRET not in str(caught.value)
+
+
+async def test_a_pkce_login_without_refresh_token_serves_until_it_expires_then_asks_for_a_login(fake_genesys, agentd_env, tmp_path):
+    from agentd.testing.fake_genesys import PKCE_ONLY_CLIENT_ID
+    from agentd_plugins.genesys.tokens import LOGIN_EXPIRED_GRANT
+
+    fake_genesys.state.token_lifetime_s = 3
+    settings = login_settings(fake_genesys, tmp_path, client_id=PKCE_ONLY_CLIENT_ID)
+    result = await login(settings, open_url=follow_in_browser, port=0, timeout_s=10, announce=lambda _: None)
+    assert result.login.refresh_token is None and result.login.access_token
+    assert json.loads((tmp_path / "token.json").read_text())["refresh_token"] is None
+
+    async with GenesysClient(settings) as client:
+        # inside the usual 120 s refresh margin, yet used: nothing could renew it
+        assert (await client.get("/api/v2/users/me"))["id"] == AGENT_USER_ID
+        await asyncio.sleep(max(0.0, result.login.expires_at - __import__("time").time()) + 0.2)
+        with pytest.raises(AuthError) as caught:
+            await client.get("/api/v2/users/me")
+    assert caught.value.grant == LOGIN_EXPIRED_GRANT
+    assert "expired at" in str(caught.value) and "run `agentd login`" in str(caught.value)
+    # the expired token was never sent, and no refresh was tried
+    assert [parse_qs(r.body.decode())["grant_type"][0] for r in fake_genesys.state.requests_to("^/oauth/token$")] == ["authorization_code"]
+    assert [r.status for r in fake_genesys.state.requests_to("^/api/v2/users/me$")] == [200, 200], [(r.method, r.path, r.status) for r in fake_genesys.state.requests]
+
+
+async def test_an_expired_login_is_named_in_the_check_rows_and_in_platform_auth_failed(fake_genesys, agentd_env, tmp_path):
+    from agentd.testing.fake_genesys import PKCE_ONLY_CLIENT_ID
+
+    fake_genesys.state.token_lifetime_s = 2
+    token_file = agentd_env.root / "state" / "genesys-token.json"
+    settings = login_settings(fake_genesys, tmp_path, client_id=PKCE_ONLY_CLIENT_ID, token_file=token_file)
+    result = await login(settings, open_url=follow_in_browser, port=0, timeout_s=10, announce=lambda _: None)
+    await asyncio.sleep(max(0.0, result.login.expires_at - __import__("time").time()) + 0.2)
+    agentd_env.write_config(
+        f'[agentd]\ndisable_plugins = ["dns", "https", "host", "stun", "nat", "turn", "udp-ports", "media"]\n'
+        f'[genesys]\napi_base_url = "{fake_genesys.url}"\nlogin_base_url = "{fake_genesys.url}"\nclient_id = "{PKCE_ONLY_CLIENT_ID}"\n'
+    )
+    done = await asyncio.to_thread(agentd_env.run, "check", "--json", "--no-daemon", "--only", "websocket")
+    report = json.loads(done.stdout)
+    (ws,) = report["checks"]
+    (row,) = [t for t in ws["details"]["targets"] if t.get("genesys_channel")]
+    assert row["genesys_auth"]["grant"] == "login_expired" and "run `agentd login`" in row["error"]
+    codes = {v["code"]: v for v in report["verdicts"]}
+    assert "signaling.websocket_unreachable" not in codes  # not the network's fault
+    auth = codes["platform.auth_failed"]
+    assert "Run `agentd login`" in auth["next_step"] and "expired at" in auth["summary"] and "check:websocket" in auth["evidence"]
+    secrets = set(fake_genesys.state.tokens)
+    assert not [s for s in secrets if s in done.stdout + done.stderr]

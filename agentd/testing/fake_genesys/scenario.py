@@ -3,9 +3,11 @@
 :func:`default_scenario` builds it relative to "now", so interval queries ("the last
 24 h") find it. The ids are constants so tests can name them. What it holds:
 
-- OAuth clients: ``agentd-cc`` (client credentials, secret ``cc-secret``) and
-  ``agentd-login`` (authorization code with PKCE; any loopback redirect port), whose
-  logins sign in as the agent;
+- OAuth clients: ``agentd-cc`` (client credentials, secret ``cc-secret``),
+  ``agentd-login`` (authorization code with PKCE and refresh tokens; any loopback
+  redirect port), ``agentd-login-pkce`` (PKCE without the refresh grant) and
+  ``agentd-login-code`` (a confidential code client with a secret and refresh tokens),
+  whose logins sign in as the agent;
 - the agent ``AGENT_USER_ID`` with a WebRTC station (``webRtcForceTurn`` on) and phone;
 - ``DROPPED_CALL_ID``: the agent's call that dropped with ``transport.failure`` and came
   back as a second session (fragmented), MOS 2.71, browser log lines around it;
@@ -23,6 +25,11 @@ from .state import FakeState, OAuthClient
 CC_CLIENT_ID = "agentd-cc"
 CC_CLIENT_SECRET = "cc-secret-9f3b2a7c51"
 LOGIN_CLIENT_ID = "agentd-login"
+PKCE_ONLY_CLIENT_ID = "agentd-login-pkce"
+"""A public PKCE client without the refresh grant: its logins get no refresh token."""
+CODE_CLIENT_ID = "agentd-login-code"
+CODE_CLIENT_SECRET = "code-secret-4d1e8b0a93"
+"""A confidential Code Authorization client: the code is exchanged with its secret, refresh tokens included."""
 AGENT_USER_ID = "7a0c1b2e-5d4f-4e8a-9c21-0a1b2c3d4e5f"
 OTHER_USER_ID = "8b1d2c3f-6e50-4f9b-8d32-1b2c3d4e5f60"
 QUEUE_ID = "5c3e4d5a-7f61-4a0c-9e43-2c3d4e5f6071"
@@ -251,6 +258,16 @@ def default_scenario(now: datetime | None = None) -> FakeState:
     state.clients[CC_CLIENT_ID] = OAuthClient(CC_CLIENT_ID, secret=CC_CLIENT_SECRET, grants=frozenset({"client_credentials"}))
     state.clients[LOGIN_CLIENT_ID] = OAuthClient(
         LOGIN_CLIENT_ID,
+        grants=frozenset({"authorization_code", "refresh_token"}),
+        redirect_uris=("http://127.0.0.1:*/oauth/callback",),
+        login_user_id=AGENT_USER_ID,
+    )
+    state.clients[PKCE_ONLY_CLIENT_ID] = OAuthClient(
+        PKCE_ONLY_CLIENT_ID, grants=frozenset({"authorization_code"}), redirect_uris=("http://127.0.0.1:*/oauth/callback",), login_user_id=AGENT_USER_ID
+    )
+    state.clients[CODE_CLIENT_ID] = OAuthClient(
+        CODE_CLIENT_ID,
+        secret=CODE_CLIENT_SECRET,
         grants=frozenset({"authorization_code", "refresh_token"}),
         redirect_uris=("http://127.0.0.1:*/oauth/callback",),
         login_user_id=AGENT_USER_ID,

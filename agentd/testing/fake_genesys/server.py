@@ -230,10 +230,14 @@ class FakeGenesys:
         redirect_uri = q.get("redirect_uri", "")
         if not _redirect_allowed(redirect_uri, client.redirect_uris):
             return error_response(400, "invalid_request", "redirect_uri is not registered for this client")
-        if q.get("response_type") != "code" or q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
-            return error_response(400, "invalid_request", "response_type=code with an S256 code_challenge is required")
+        if q.get("response_type") != "code":
+            return error_response(400, "invalid_request", "response_type=code is required")
+        pkce = bool(q.get("code_challenge"))
+        if (pkce or client.secret is None) and (q.get("code_challenge_method") != "S256" or not q.get("code_challenge")):
+            # a public client proves itself with PKCE; a confidential one with its secret (PKCE optional)
+            return error_response(400, "invalid_request", "an S256 code_challenge is required")
         code = secrets.token_urlsafe(16)
-        self.state.auth_codes[code] = AuthCode(client.client_id, redirect_uri, q["code_challenge"], "S256", client.login_user_id, time.time() + 300)
+        self.state.auth_codes[code] = AuthCode(client.client_id, redirect_uri, q.get("code_challenge") or "", "S256", client.login_user_id, time.time() + 300)
         params = {"code": code}
         if "state" in q:
             params["state"] = q["state"]
@@ -252,23 +256,30 @@ class FakeGenesys:
             return web.json_response({"access_token": value, "token_type": "bearer", "expires_in": self.state.token_lifetime_s})
         if grant == "authorization_code":
             code = self.state.auth_codes.pop(str(form.get("code", "")), None)
-            client = self.state.clients.get(str(form.get("client_id", "")))
+            client, refused = self._code_client(request, form)
+            if refused is not None:
+                return refused
             if code is None or client is None or code.client_id != client.client_id or code.expires_at < time.time():
                 return web.json_response({"error": "invalid_grant", "error_description": "unknown or expired code"}, status=400)
             if form.get("redirect_uri") != code.redirect_uri:
                 return web.json_response({"error": "invalid_grant", "error_description": "redirect_uri mismatch"}, status=400)
-            verifier = str(form.get("code_verifier", ""))
-            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-            if not verifier or digest != code.challenge:
-                return web.json_response({"error": "invalid_grant", "error_description": "code_verifier does not match the code_challenge"}, status=400)
+            if code.challenge or client.secret is None:
+                verifier = str(form.get("code_verifier", ""))
+                digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+                if not verifier or digest != code.challenge:
+                    return web.json_response({"error": "invalid_grant", "error_description": "code_verifier does not match the code_challenge"}, status=400)
             value, info = self.state.issue_token(client, "authorization_code", code.user_id)
-            refresh = self.state.issue_refresh_token(info)
-            return web.json_response({"access_token": value, "refresh_token": refresh, "token_type": "bearer", "expires_in": self.state.token_lifetime_s})
+            answer = {"access_token": value, "token_type": "bearer", "expires_in": self.state.token_lifetime_s}
+            if "refresh_token" in client.grants:  # a client without the refresh grant gets none
+                answer["refresh_token"] = self.state.issue_refresh_token(info)
+            return web.json_response(answer)
         if grant == "refresh_token":
             old = str(form.get("refresh_token", ""))
             info = self.state.refresh_tokens.get(old)
-            client = self.state.clients.get(str(form.get("client_id", "")))
-            if info is None or client is None or info.client_id != client.client_id:
+            client, refused = self._code_client(request, form)
+            if refused is not None:
+                return refused
+            if info is None or client is None or info.client_id != client.client_id or "refresh_token" not in client.grants:
                 return web.json_response({"error": "invalid_grant", "error_description": "invalid refresh token"}, status=400)
             value, new_info = self.state.issue_token(client, "refresh_token", info.user_id)
             refresh = old
@@ -277,6 +288,19 @@ class FakeGenesys:
                 refresh = self.state.issue_refresh_token(new_info)
             return web.json_response({"access_token": value, "refresh_token": refresh, "token_type": "bearer", "expires_in": self.state.token_lifetime_s})
         return web.json_response({"error": "unsupported_grant_type"}, status=400)
+
+    def _code_client(self, request: web.Request, form: Any) -> tuple[OAuthClient | None, web.Response | None]:
+        """The client of a code or refresh grant: a confidential one must authenticate
+        with HTTP Basic (its secret); a public one names itself with ``client_id``."""
+        if request.headers.get("Authorization", "").startswith("Basic "):
+            client = self._basic_client(request)
+            if client is None:
+                return None, web.json_response({"error": "invalid_client", "error_description": "client authentication failed"}, status=401)
+            return client, None
+        client = self.state.clients.get(str(form.get("client_id", "")))
+        if client is not None and client.secret is not None:
+            return None, web.json_response({"error": "invalid_client", "error_description": "client authentication required"}, status=401)
+        return client, None
 
     def _basic_client(self, request: web.Request) -> OAuthClient | None:
         header = request.headers.get("Authorization", "")

@@ -17,13 +17,13 @@ import pytest
 from agentd.control import ControlClient
 from agentd.runner import CheckFinished, CheckNote, CheckStarted
 
-from .conftest import SVC_CHECKS, base_config
+from .conftest import READY_WAIT_S, SVC_CHECKS, base_config
 
 ONLY = [a for c in ("svc.pass", "svc.warn", "svc.fail", "svc.slow", "dns") for a in ("--only", c)]
 
 
 def _ready(daemon) -> None:
-    assert daemon.notify.wait_for("READY=1", timeout_s=3.0) is not None, daemon.stderr()
+    assert daemon.notify.wait_for("READY=1", timeout_s=READY_WAIT_S) is not None, daemon.stderr()
 
 
 async def test_check_through_the_socket_streams_progress_before_the_report(start_daemon, service_env):

@@ -18,6 +18,7 @@ BENCHMARKS = {
     "delivery": "correlation, HTML rendering, spool and sink throughput (issue 6)",
     "idle_daemon": "the idle daemon's memory and CPU over a minute with the host timeline on (issue 7)",
     "hub": "the helpdesk hub: 5 000 PCs on one process, memory per connection, trigger to first progress, ingest (issue 12)",
+    "media_loss": "media.path transport and loss over 20 full pre-shift runs per loss level in the lab (issue 11; root)",
 }
 
 

@@ -313,12 +313,25 @@ async def stun_binding(url: IceUrl, transport: str, *, timeout_s: float, ca_file
 # -- TURN ---------------------------------------------------------------------------------------------
 
 
+MIN_SENDS = 3
+"""A UDP request sent fewer times than this when its deadline comes has not had its
+chance (a busy event loop sent it late): with ``patience_s``, it is waited for, in steps
+of ``UNSENT_STEP_S`` (its next retransmission, and time for an answer)."""
+UNSENT_STEP_S = 0.5
+
+
 class _TurnUdp(TurnClientUdpProtocol):
-    """aioice's UDP TURN client, plus: ICMP errors on the connected socket end the wait."""
+    """aioice's UDP TURN client, plus: ICMP errors on the connected socket end the wait,
+    and it counts the requests it sent (retransmissions included)."""
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self.failure: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.sends = 0
+
+    def send_stun(self, message, addr) -> None:
+        self.sends += 1
+        super().send_stun(message, addr)
 
     def error_received(self, exc: Exception) -> None:
         if not self.failure.done():
@@ -338,6 +351,20 @@ class _TurnTcp(TurnClientTcpProtocol):
             self.failure.set_exception(exc or ConnectionResetError("the server closed the connection"))
 
 
+class ServerProgress:
+    """Shared by allocations to one server: an answer to any of them shows the server is
+    reachable, so each of them may use its ``patience_s`` (see :func:`open_allocation`)."""
+
+    def __init__(self) -> None:
+        self._protocols: list = []
+
+    def watch(self, protocol) -> None:
+        self._protocols.append(protocol)
+
+    def answered(self) -> bool:
+        return any(getattr(p, "nonce", None) is not None or getattr(p, "relayed_address", None) is not None for p in self._protocols)
+
+
 @dataclass
 class Relay:
     """An open TURN allocation (inside :func:`open_allocation`)."""
@@ -351,16 +378,27 @@ class Relay:
     connect_ms: float | None
 
 
-async def _race(coro, failure: asyncio.Future, timeout_s: float):
-    """Await ``coro`` unless ``failure`` (an ICMP error, a closed connection) or the deadline comes first."""
+async def _race(coro, failure: asyncio.Future, timeout_s: float, *, patience_s: float = 0.0, more=None):
+    """Await ``coro`` unless ``failure`` (an ICMP error, a closed connection) or the deadline comes first.
+
+    With ``patience_s`` and ``more``: when the deadline comes, ``more()`` says how much
+    longer is worth waiting (0: nothing), within ``patience_s`` in all.
+    """
     task = asyncio.ensure_future(coro)
     try:
-        done, _ = await asyncio.wait({task, failure}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            return task.result()
-        if failure in done and not failure.cancelled():
-            raise failure.exception()  # type: ignore[misc]
-        raise TimeoutError
+        wait_s = timeout_s
+        end = time.monotonic() + timeout_s + patience_s
+        while True:
+            done, _ = await asyncio.wait({task, failure}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                return task.result()
+            if failure in done and not failure.cancelled():
+                raise failure.exception()  # type: ignore[misc]
+            left = end - time.monotonic()
+            extra = min(more(), left) if more is not None and left > 0 else 0.0
+            if extra <= 0:
+                raise TimeoutError
+            wait_s = extra
     finally:
         task.cancel()
 
@@ -390,8 +428,23 @@ async def _release(protocol, transport) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_allocation(endpoint: IceEndpoint, *, timeout_s: float, ca_file: Path | None = None, lifetime_s: int = 600) -> AsyncIterator[Relay]:
+async def open_allocation(
+    endpoint: IceEndpoint,
+    *,
+    timeout_s: float,
+    ca_file: Path | None = None,
+    lifetime_s: int = 600,
+    patience_s: float = 0.0,
+    progress: ServerProgress | None = None,
+) -> AsyncIterator[Relay]:
     """Allocate on ``endpoint`` (a turn:/turns: url) within ``timeout_s``; released on exit.
+
+    ``patience_s``: when ``timeout_s`` ends after the server has answered (its 401
+    challenge came back), up to this much longer: the allocation is retransmitting on a
+    lossy path, not talking to a dead server. A silent server still costs ``timeout_s``.
+    ``progress``: shared with other allocations to the same server; an answer to any of
+    them counts. A UDP request sent fewer than ``MIN_SENDS`` times by then (a busy event
+    loop) is waited for too.
 
     Raises :class:`ProbeError` with the reason; for ``tls_untrusted`` its ``details``
     carry ``certificate`` (subject, issuer, ...) as the server presented it.
@@ -423,7 +476,17 @@ async def open_allocation(endpoint: IceEndpoint, *, timeout_s: float, ca_file: P
                         server_hostname=url.host if context else None,
                     )
             connect_ms = _ms(time.monotonic() - started) if url.transport != "udp" else None
-            await _race(protocol.connect(), protocol.failure, deadline.left())
+            if progress is not None:
+                progress.watch(protocol)
+
+            def more() -> float:
+                if protocol.nonce is not None or (progress is not None and progress.answered()):
+                    return patience_s  # the server answers: the rest is retransmission on a lossy path
+                if getattr(protocol, "sends", MIN_SENDS) < MIN_SENDS:
+                    return UNSENT_STEP_S  # a busy event loop sent it late: a little longer, then look again
+                return 0.0
+
+            await _race(protocol.connect(), protocol.failure, deadline.left(), patience_s=patience_s, more=more)
         except Exception as exc:  # noqa: BLE001
             error = probe_error(exc, where, timeout_s)
             if error.reason == "tls_untrusted":
@@ -466,11 +529,11 @@ class Allocation:
         return {k: v for k, v in asdict(self).items() if v is not None or k == "ok"}
 
 
-async def turn_allocation(endpoint: IceEndpoint, *, timeout_s: float, ca_file: Path | None = None) -> Allocation:
-    """Allocate and release at once; never raises."""
+async def turn_allocation(endpoint: IceEndpoint, *, timeout_s: float, ca_file: Path | None = None, patience_s: float = 0.0) -> Allocation:
+    """Allocate and release at once; never raises. ``patience_s``: see :func:`open_allocation`."""
     url = endpoint.url
     try:
-        async with open_allocation(endpoint, timeout_s=timeout_s, ca_file=ca_file, lifetime_s=60) as relay:
+        async with open_allocation(endpoint, timeout_s=timeout_s, ca_file=ca_file, lifetime_s=60, patience_s=patience_s) as relay:
             pass
     except ProbeError as exc:
         return Allocation(

@@ -1,22 +1,18 @@
-"""The media engine: two aiortc peers in this process, a call between them through a TURN relay.
+"""The aiortc call: two peers in this process, a real call between them through a TURN relay.
 
-What the softphone does, seen from the agent's PC: its audio leaves through the TURN
-relay's allocation and comes back the same way. Here both ends are local:
+It proves what the packet probes (:mod:`.relay_echo`) cannot: that a WebRTC call sets up
+through the relay as the softphone's would (ICE, DTLS-SRTP) and carries real RTP audio
+(a tone, both directions, Opus as negotiated); its RTCP figures go to ``details``.
+Loss, delay and jitter come from the packet probes, which do not wait for handshakes.
 
     peer A ──(agent's network, up)──► TURN ──► relay ──(agent's network, down)──► peer B
-    peer A ◄─(agent's network, down)── TURN ◄── relay ◄─(agent's network, up)──── peer B
 
 Both peers are forced to relay (``iceTransportPolicy=RELAY``, ``MAX_BUNDLE``) on one TURN
-url, so every packet crosses the agent's network twice each way. They carry real RTP
-audio (a tone, both directions, Opus as negotiated) and timestamped probes about every
-20 ms over an unordered, ``maxRetransmits=0`` data channel that peer B echoes at once.
-Both peers share one clock, so each probe gives its round-trip time and both one-way
-transit times.
-
-Hard deadlines, because aiortc has none of its own that help (DESIGN.md): gathering is
-bounded and its candidates are checked here (no relay candidate: fail at once rather
-than hang in "new"); connecting is bounded; closing is bounded (aioice waits for the
-TURN server to confirm the allocation's deletion).
+url. Hard deadlines, because aiortc has none of its own that help (DESIGN.md): gathering
+is bounded and its candidates are checked here (no relay candidate: fail at once rather
+than hang in "new"); connecting is bounded by a deadline that follows the path (once
+ICE has connected through the relay, the DTLS handshake gets until ``connect_max_s``);
+closing is bounded (aioice waits for the TURN server to confirm the allocation's deletion).
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ import contextlib
 import fractions
 import math
 import ssl
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,13 +38,6 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from av import AudioFrame
 
 from agentd.errors import ProbeError, ProbeTimeout
-
-PROBE = struct.Struct("!Id")
-"""A probe: sequence number, send time (this process's monotonic clock, seconds)."""
-
-SCTP_HANDSHAKE_RTO_S = 1.0
-SCTP_RTO_MAX_S = 60.0
-"""Retransmission timer of the data channel's SCTP handshake (see :func:`_quicken_sctp_setup`)."""
 
 CLOSE_TIMEOUT_S = 1.0
 """How long closing both peers may take; aioice waits for the TURN server to confirm each
@@ -80,33 +68,6 @@ class RelayTarget:
 
 
 @dataclass(frozen=True)
-class ProbePlan:
-    """How long and how often to probe, and the deadlines of the steps before."""
-
-    duration_s: float = 3.0
-    interval_ms: float = 20.0
-    connect_timeout_s: float = 2.0
-    drain_s: float = 0.5
-    """After the last probe, how long to wait for late echoes (capped at a few RTTs)."""
-
-    @property
-    def probe_count(self) -> int:
-        return max(1, int(round(self.duration_s * 1000.0 / self.interval_ms)))
-
-
-@dataclass(frozen=True)
-class ProbeRecord:
-    """One probe: when it left (s after the first), and what came back (None: lost)."""
-
-    seq: int
-    sent_s: float
-    forward_ms: float | None
-    """A → relay → B (one crossing up, one down)."""
-    echo_rtt_ms: float | None
-    """A → relay → B → relay → A (two crossings each way)."""
-
-
-@dataclass(frozen=True)
 class AudioFlow:
     """RTP audio one way, as the receiving peer saw it and RTCP reported it."""
 
@@ -120,17 +81,18 @@ class AudioFlow:
 
 
 @dataclass(frozen=True)
-class PathRun:
-    """What one media attempt measured."""
+class CallResult:
+    """What the aiortc call showed on one relay transport."""
 
     transport: str
-    url: str
-    connect_ms: float
-    records: tuple[ProbeRecord, ...]
-    audio_a_to_b: AudioFlow
-    audio_b_to_a: AudioFlow
-    ended_early: str | None = None
-    """Why probing stopped before its time (the connection failed), else None."""
+    connected: bool
+    connect_ms: float | None
+    state: str
+    """ICE and DTLS state when it ended ("ICE completed, DTLS/SRTP connected")."""
+    reason: str | None = None
+    error: str | None = None
+    audio_a_to_b: AudioFlow | None = None
+    audio_b_to_a: AudioFlow | None = None
 
 
 class ToneTrack(AudioStreamTrack):
@@ -213,30 +175,6 @@ async def _gather_relay(pc: RTCPeerConnection, target: RelayTarget, timeout_s: f
         raise ProbeError(f"no relay candidate from {target.url} (the allocation failed)", reason="protocol")
 
 
-def _quicken_sctp_setup(pc: RTCPeerConnection) -> None:
-    """Retry the data channel's SCTP handshake as RFC 9260 does: after 1 s, then backing off.
-
-    aiortc retries INIT and COOKIE-ECHO every ``SCTP_RTO_INITIAL`` (3 s) without backing
-    off, and gives up after 8 retries. On a lossy path one lost handshake chunk then costs
-    3 s of the check's deadline; retrying every 0.5-1 s without backing off instead gives
-    up within seconds while the far end's DTLS handshake is still retransmitting (measured
-    at 20 % loss each way). RTO.Initial 1 s doubling to 60 s (RFC 9260 §6.3.3 E2) is quick
-    on a clean path and patient on a bad one. Guarded: without these attributes aiortc
-    keeps its own timer.
-    """
-    sctp = pc.sctp
-    if sctp is None or not hasattr(sctp, "_rto") or not hasattr(sctp, "_t1_expired"):
-        return
-    sctp._rto = SCTP_HANDSHAKE_RTO_S
-    expire = sctp._t1_expired
-
-    def back_off() -> None:
-        sctp._rto = min(sctp._rto * 2, SCTP_RTO_MAX_S)  # before aiortc schedules the next retry with it
-        expire()
-
-    sctp._t1_expired = back_off  # aiortc looks the timer callback up on the instance each time
-
-
 def _relay_transport(pc: RTCPeerConnection):
     """The relay candidate's address and its aioice TurnTransport (aioice internals, guarded)."""
     for protocol in getattr(_gatherer(pc)._connection, "_protocols", ()):
@@ -265,46 +203,41 @@ async def _permit_each_other(pc_a: RTCPeerConnection, pc_b: RTCPeerConnection, *
     await asyncio.sleep(min(0.3, max(0.005, gather_s / 2)))
 
 
-async def _wait_open(channels, pc_a: RTCPeerConnection, pc_b: RTCPeerConnection, timeout_s: float) -> None:
-    """Until both ends' data channels are open (both SCTP ends established), or fail/deadline."""
-    loop = asyncio.get_running_loop()
-    failed = loop.create_future()
-
-    def on_state() -> None:
-        for pc in (pc_a, pc_b):
-            if pc.connectionState == "failed" and not failed.done():
-                failed.set_exception(ProbeError("ICE/DTLS failed through the relay", reason="protocol"))
-
-    def opened(channel) -> asyncio.Future:
-        future = loop.create_future()
-        if channel.readyState == "open":
-            future.set_result(None)
-        else:
-            channel.on("open", lambda: future.done() or future.set_result(None))
-        return future
-
-    pc_a.on("connectionstatechange", on_state)
-    pc_b.on("connectionstatechange", on_state)
-    waiting = asyncio.gather(*(opened(c) for c in channels))
-    try:
-        done, _ = await asyncio.wait({waiting, failed}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        if failed in done:
-            failed.result()  # raises the ProbeError
-        if waiting not in done:
-            raise ProbeTimeout(
-                f"relay path not connected within {timeout_s:g} s (ICE {pc_a.iceConnectionState}, "
-                f"DTLS/SCTP {pc_a.connectionState})"
-            )
-    finally:
-        waiting.cancel()
-        if not failed.done():
-            failed.cancel()
+def _state(pc: RTCPeerConnection) -> str:
+    return f"ICE {pc.iceConnectionState}, DTLS/SRTP {pc.connectionState}"
 
 
-async def run_media_path(target: RelayTarget, plan: ProbePlan) -> PathRun:
-    """One attempt: connect two relay-only peers through ``target`` and probe the path.
+async def _wait_connected(pc_a: RTCPeerConnection, pc_b: RTCPeerConnection, *, base_s: float, max_s: float) -> None:
+    """Until both peers are connected (ICE and DTLS), one failed, or the deadline.
 
-    Raises :class:`ProbeError` (``reason`` from FINDINGS.md) when the path cannot be set up.
+    The deadline follows the path: ``base_s`` for ICE to get a check through the relay;
+    once it has (ICE connected), the DTLS handshake is making progress and gets until
+    ``max_s`` (on a lossy path its retransmissions take seconds, and cutting it would
+    report a working UDP path as broken).
+    """
+    started = time.monotonic()
+    deadline = started + base_s
+    while True:
+        states = (pc_a.connectionState, pc_b.connectionState)
+        if states == ("connected", "connected"):
+            return
+        if "failed" in states or "closed" in states:
+            raise ProbeError(f"the call through the relay failed ({_state(pc_a)})", reason="protocol")
+        now = time.monotonic()
+        if now >= deadline:
+            ice_up = any(pc.iceConnectionState in ("connected", "completed") for pc in (pc_a, pc_b))
+            if ice_up and deadline < started + max_s:
+                deadline = started + max_s
+                continue
+            raise ProbeTimeout(f"call not connected within {now - started:.1f} s ({_state(pc_a)})")
+        await asyncio.sleep(0.02)
+
+
+async def run_call(target: RelayTarget, *, connect_timeout_s: float, connect_max_s: float, hold: asyncio.Event) -> CallResult:
+    """Connect two relay-only peers through ``target``, carry audio until ``hold`` is set, and report.
+
+    Never raises for the path's own failures: they come back as ``connected=False`` with
+    a FINDINGS.md ``reason``. Cancelling it closes both peers.
     """
     configuration = RTCConfiguration(
         iceServers=[target.ice_server()],
@@ -315,13 +248,10 @@ async def run_media_path(target: RelayTarget, plan: ProbePlan) -> PathRun:
     pc_b = RTCPeerConnection(configuration)
     sinks = {"a": _AudioSink(), "b": _AudioSink()}
     tracks = [ToneTrack(), ToneTrack()]
+    started = time.monotonic()
     try:
-        started = time.monotonic()
         pc_a.addTrack(tracks[0])
         pc_b.addTrack(tracks[1])
-        # negotiated: no DCEP handshake to lose; unordered, no retransmission: like RTP
-        channel_a = pc_a.createDataChannel("probes", ordered=False, maxRetransmits=0, negotiated=True, id=0)
-        channel_b = pc_b.createDataChannel("probes", ordered=False, maxRetransmits=0, negotiated=True, id=0)
 
         @pc_a.on("track")
         def on_track_a(track) -> None:
@@ -331,36 +261,28 @@ async def run_media_path(target: RelayTarget, plan: ProbePlan) -> PathRun:
         def on_track_b(track) -> None:
             sinks["b"].consume(track)
 
-        _quicken_sctp_setup(pc_a)
-        _quicken_sctp_setup(pc_b)
-        if target.ssl_context is not None:
-            _use_ssl_context(pc_a, target.ssl_context)
-            _use_ssl_context(pc_b, target.ssl_context)
-        # both allocations at once; offer/answer then find their candidates ready
-        await asyncio.gather(
-            _gather_relay(pc_a, target, plan.connect_timeout_s),
-            _gather_relay(pc_b, target, plan.connect_timeout_s),
-        )
-        await pc_a.setLocalDescription(await pc_a.createOffer())
-        await pc_b.setRemoteDescription(pc_a.localDescription)
-        await _permit_each_other(pc_a, pc_b, gather_s=time.monotonic() - started)
-        await pc_b.setLocalDescription(await pc_b.createAnswer())
-        await pc_a.setRemoteDescription(pc_b.localDescription)
-        remaining = max(0.1, plan.connect_timeout_s - (time.monotonic() - started))
-        await _wait_open((channel_a, channel_b), pc_a, pc_b, remaining)
+        try:
+            if target.ssl_context is not None:
+                _use_ssl_context(pc_a, target.ssl_context)
+                _use_ssl_context(pc_b, target.ssl_context)
+            # both allocations at once; offer/answer then find their candidates ready
+            await asyncio.gather(
+                _gather_relay(pc_a, target, connect_timeout_s),
+                _gather_relay(pc_b, target, connect_timeout_s),
+            )
+            await pc_a.setLocalDescription(await pc_a.createOffer())
+            await pc_b.setRemoteDescription(pc_a.localDescription)
+            await _permit_each_other(pc_a, pc_b, gather_s=time.monotonic() - started)
+            await pc_b.setLocalDescription(await pc_b.createAnswer())
+            await pc_a.setRemoteDescription(pc_b.localDescription)
+            left = connect_timeout_s - (time.monotonic() - started)
+            await _wait_connected(pc_a, pc_b, base_s=max(0.1, left), max_s=max(0.1, connect_max_s - (time.monotonic() - started)))
+        except ProbeError as exc:
+            return CallResult(target.transport, False, None, _state(pc_a), reason=exc.reason, error=str(exc))
         connect_ms = (time.monotonic() - started) * 1000.0
-
-        records, ended_early = await _probe(channel_a, channel_b, pc_a, plan)
+        await hold.wait()
         audio = await _audio_flows(pc_a, pc_b, sinks)
-        return PathRun(
-            transport=target.transport,
-            url=target.url,
-            connect_ms=connect_ms,
-            records=records,
-            audio_a_to_b=audio[0],
-            audio_b_to_a=audio[1],
-            ended_early=ended_early,
-        )
+        return CallResult(target.transport, True, connect_ms, _state(pc_a), audio_a_to_b=audio[0], audio_b_to_a=audio[1])
     finally:
         for track in tracks:
             track.stop()
@@ -376,67 +298,6 @@ async def close_peers(*peers: RTCPeerConnection) -> None:
     done, pending = await asyncio.wait(closing, timeout=CLOSE_TIMEOUT_S)
     for task in done:
         task.exception()  # retrieved: a failure to close must not be logged as unhandled
-
-
-async def _probe(channel_a, channel_b, pc_a: RTCPeerConnection, plan: ProbePlan) -> tuple[tuple[ProbeRecord, ...], str | None]:
-    """Send ``plan.probe_count`` probes from A at a steady pace; B echoes each at once."""
-    count = plan.probe_count
-    interval = plan.interval_ms / 1000.0
-    sent_at: list[float | None] = [None] * count
-    arrived_b: list[float | None] = [None] * count
-    echoed: list[float | None] = [None] * count
-    all_back = asyncio.get_running_loop().create_future()
-    received = 0
-
-    @channel_b.on("message")
-    def on_b(message) -> None:
-        if isinstance(message, bytes) and len(message) == PROBE.size:
-            seq, _ = PROBE.unpack(message)
-            if seq < count and arrived_b[seq] is None:
-                arrived_b[seq] = time.monotonic()
-                channel_b.send(message)
-
-    @channel_a.on("message")
-    def on_a(message) -> None:
-        nonlocal received
-        if isinstance(message, bytes) and len(message) == PROBE.size:
-            seq, _ = PROBE.unpack(message)
-            if seq < count and echoed[seq] is None and sent_at[seq] is not None:
-                echoed[seq] = time.monotonic()
-                received += 1
-                if received == count and not all_back.done():
-                    all_back.set_result(None)
-
-    ended_early = None
-    start = time.monotonic()
-    for seq in range(count):
-        if pc_a.connectionState in ("failed", "closed"):
-            ended_early = f"the connection went {pc_a.connectionState} after {seq} probes"
-            break
-        # absolute schedule: a late wake-up does not push every later probe back
-        delay = start + seq * interval - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        now = time.monotonic()
-        sent_at[seq] = now
-        channel_a.send(PROBE.pack(seq, now))
-    rtts = [(e - s) * 1000.0 for s, e in zip(sent_at, echoed) if s is not None and e is not None]
-    # late echoes: a few round trips (at least 100 ms), never more than drain_s
-    drain = min(plan.drain_s, max(0.1, 4 * max(rtts, default=plan.drain_s * 250) / 1000.0))
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(drain):
-            await all_back
-    records = tuple(
-        ProbeRecord(
-            seq=seq,
-            sent_s=sent_at[seq] - start,
-            forward_ms=None if arrived_b[seq] is None else (arrived_b[seq] - sent_at[seq]) * 1000.0,
-            echo_rtt_ms=None if echoed[seq] is None else (echoed[seq] - sent_at[seq]) * 1000.0,
-        )
-        for seq in range(count)
-        if sent_at[seq] is not None
-    )
-    return records, ended_early
 
 
 async def _audio_flows(pc_a: RTCPeerConnection, pc_b: RTCPeerConnection, sinks: dict[str, _AudioSink]) -> tuple[AudioFlow, AudioFlow]:

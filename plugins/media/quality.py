@@ -1,4 +1,4 @@
-"""Pure figures of call quality: the Genesys E-model, loss conversion, summary statistics.
+"""Pure figures of call quality: the Genesys E-model, jitter, loss intervals and the loss decision.
 
 No I/O here; every function is small enough to check by hand (tests/probes/test_media_quality.py).
 
@@ -40,18 +40,6 @@ def e_model(rtt_ms: float, jitter_ms: float, loss_pct: float) -> CallQuality:
     return CallQuality(r_factor=r, mos=max(mos, 1.0))
 
 
-def one_crossing_loss(two_crossings_loss: float) -> float:
-    """Loss over one crossing of a network, from the loss over two independent crossings.
-
-    Fractions (0..1). Survival multiplies: (1 - two) = (1 - one)^2, so
-    one = 1 - sqrt(1 - two). The two-peer echo through a relay crosses the agent's network
-    twice each way; the softphone crosses it once each way.
-    """
-    if not 0.0 <= two_crossings_loss <= 1.0:
-        raise ValueError(f"a loss fraction is between 0 and 1, got {two_crossings_loss}")
-    return 1.0 - math.sqrt(1.0 - two_crossings_loss)
-
-
 def percentile(values: Sequence[float], pct: float) -> float:
     """Linear-interpolated percentile (``pct`` 0..100) of a non-empty sequence."""
     if not values:
@@ -76,10 +64,75 @@ def interarrival_jitter(transit_ms: Sequence[float]) -> float:
     return jitter
 
 
-def longest_run(flags: Sequence[bool]) -> int:
-    """The longest run of consecutive True values (lost probes in sequence order)."""
-    longest = current = 0
-    for flag in flags:
-        current = current + 1 if flag else 0
-        longest = max(longest, current)
-    return longest
+# -- how sure a loss figure is -------------------------------------------------------------------
+
+Z_TWO_SIDED_95 = 1.959964
+"""The normal quantile of a two-sided 95 % interval."""
+Z_ONE_SIDED_95 = 1.644854
+"""The normal quantile of a one-sided 95 % bound ("95 % sure that loss is below x")."""
+
+
+def wilson_interval(lost: int, tried: int, z: float = Z_TWO_SIDED_95) -> tuple[float, float]:
+    """Wilson score interval (fractions 0..1) of a loss share ``lost / tried``.
+
+    Unlike the normal approximation it stays inside 0..1 and is honest at 0 losses: with
+    none lost of n the upper end is z^2 / (n + z^2) (about 3.8 / n at 95 %). ``(0, 1)`` for
+    no trials.
+    """
+    if tried <= 0:
+        return 0.0, 1.0
+    if not 0 <= lost <= tried:
+        raise ValueError(f"lost ({lost}) must be between 0 and tried ({tried})")
+    share = lost / tried
+    z2 = z * z
+    centre = (share + z2 / (2 * tried)) / (1 + z2 / tried)
+    half = z * math.sqrt(share * (1 - share) / tried + z2 / (4 * tried * tried)) / (1 + z2 / tried)
+    # at 0 or all lost the bound is exact; keep rounding from putting it a hair inside
+    low = 0.0 if lost == 0 else max(0.0, centre - half)
+    high = 1.0 if lost == tried else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass(frozen=True)
+class LossDecision:
+    """Where loss stands against a threshold after ``tried`` legs, ``lost`` of them lost.
+
+    ``side`` is ``"below"`` when the one-sided 95 % Wilson upper bound is under the
+    threshold, ``"above"`` when the one-sided 95 % lower bound is over it, else
+    ``"undecided"``. ``precise`` says the two-sided 95 % interval is at most
+    ``2 * precision`` wide, so the figure itself (not only the side) is known.
+    """
+
+    lost: int
+    tried: int
+    threshold: float
+    side: str
+    precise: bool
+    interval: tuple[float, float]
+    """Two-sided 95 % Wilson interval (fractions)."""
+    bound: float | None
+    """The one-sided 95 % bound that decided (upper for below, lower for above); None when undecided."""
+
+    @property
+    def done(self) -> bool:
+        return self.side != "undecided" and self.precise
+
+
+def decide_loss(lost: int, tried: int, *, threshold: float, precision: float, min_tried: int = 100) -> LossDecision:
+    """The sequential test's answer after ``tried`` legs (fractions: ``threshold``, ``precision``).
+
+    Probing stops when this is :attr:`LossDecision.done`: at least ``min_tried`` legs,
+    the side of the threshold 95 % sure (one-sided Wilson bound), and the two-sided 95 %
+    interval within ``+-precision``. A clean path stops after about 270 legs
+    (2.7 / (n + 2.7) < 1 %); a path near the threshold never decides and runs to its cap.
+    """
+    interval = wilson_interval(lost, tried)
+    low1, high1 = wilson_interval(lost, tried, Z_ONE_SIDED_95)
+    side, bound = "undecided", None
+    if tried >= min_tried:
+        if high1 < threshold:
+            side, bound = "below", high1
+        elif low1 > threshold:
+            side, bound = "above", low1
+    precise = tried >= min_tried and (interval[1] - interval[0]) <= 2 * precision
+    return LossDecision(lost=lost, tried=tried, threshold=threshold, side=side, precise=precise, interval=interval, bound=bound)

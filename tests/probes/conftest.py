@@ -41,11 +41,19 @@ class SilentServer:
 
 @pytest.fixture
 def silent_server() -> Iterator[SilentServer]:
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    port = udp.getsockname()[1]
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tcp.bind(("127.0.0.1", port))
+    for _ in range(50):  # a free UDP port may be taken for TCP by another test run: try the next
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            tcp.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            udp.close()
+            tcp.close()
+    else:  # pragma: no cover
+        pytest.fail("no loopback port free for both UDP and TCP")
     tcp.listen(16)
     try:
         yield SilentServer("127.0.0.1", port)

@@ -7,9 +7,10 @@ import math
 import pytest
 
 from agentd.model import Status
-from agentd_plugins.media import MediaSettings, measured_outcome, thin_series
-from agentd_plugins.media.engine import AudioFlow, PathRun, ProbeRecord
-from agentd_plugins.media.quality import e_model, interarrival_jitter, longest_run, one_crossing_loss, percentile
+from agentd_plugins.media import MediaSettings, max_burst, measured_outcome, stream_jitter, thin_series
+from agentd_plugins.media.engine import AudioFlow, CallResult
+from agentd_plugins.media.quality import decide_loss, e_model, interarrival_jitter, percentile, wilson_interval
+from agentd_plugins.media.relay_echo import EchoRecord, EchoRun
 
 
 @pytest.mark.parametrize(
@@ -44,14 +45,30 @@ def test_mos_falls_as_each_impairment_grows():
     assert e_model(40, 2, 5).mos < base
 
 
-def test_one_crossing_loss_undoes_two_independent_crossings():
-    assert one_crossing_loss(0.0) == 0.0
-    assert one_crossing_loss(1.0) == 1.0
-    # 10 % per crossing: the echo through the relay survives 0.9^4 = 65.61 %; one crossing each way 0.9^2
-    assert one_crossing_loss(1 - 0.9**4) == pytest.approx(1 - 0.9**2)
-    assert one_crossing_loss(0.36) == pytest.approx(0.2)
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        one_crossing_loss(1.5)
+def test_wilson_interval_against_hand_computed_values():
+    # 0 of 100: the upper end is z^2 / (n + z^2) = 3.8415 / 103.8415
+    assert wilson_interval(0, 100) == (0.0, pytest.approx(3.841459 / 103.841459, rel=1e-5))
+    # 10 of 100: centre (0.1 + 1.9207/100) / 1.038415, half 1.96 sqrt(0.0009 + 0.00009604) / 1.038415
+    low, high = wilson_interval(10, 100)
+    assert low == pytest.approx(0.05523, abs=1e-4) and high == pytest.approx(0.17437, abs=1e-4)
+    assert wilson_interval(5, 5)[1] == 1.0 and wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(6, 5)
+
+
+def test_loss_decision_needs_enough_legs_and_a_side_95_percent_sure():
+    # none lost: the one-sided 95 % bound 2.706 / (n + 2.706) passes 1 % at n = 268
+    assert decide_loss(0, 260, threshold=0.01, precision=0.025).side == "undecided"
+    clean = decide_loss(0, 270, threshold=0.01, precision=0.025)
+    assert clean.side == "below" and clean.done and clean.bound < 0.01
+    # 19 % lost: clearly above, but the interval is wider than +-2.5 points until ~950 legs
+    lossy = decide_loss(38, 200, threshold=0.01, precision=0.025)
+    assert lossy.side == "above" and not lossy.precise and not lossy.done
+    assert decide_loss(190, 1000, threshold=0.01, precision=0.025).done
+    # at the threshold itself: never sure of either side
+    assert decide_loss(10, 1000, threshold=0.01, precision=0.025).side == "undecided"
+    # too few legs decide nothing, however clean
+    assert decide_loss(0, 50, threshold=0.5, precision=0.5, min_tried=100).side == "undecided"
 
 
 def test_percentile_interpolates():
@@ -69,61 +86,89 @@ def test_interarrival_jitter_is_rfc3550():
     assert interarrival_jitter([5, 5, 5]) == 0.0
 
 
-def test_longest_run():
-    assert longest_run([False, True, True, False, True, True, True]) == 3
-    assert longest_run([]) == 0
-    assert longest_run([False, False]) == 0
-
-
 def _flow() -> AudioFlow:
     return AudioFlow(frames_received=50, peak_level=0.2, packets_sent=50, packets_lost=0, rtcp_rtt_ms=1.0, rtcp_jitter_ms=0.1)
 
 
-def _run(count: int, *, lost_every: int = 0, echo_ms: float = 40.0, transport: str = "udp") -> PathRun:
+def _run(count: int, *, lost_every: int = 0, leg_ms: float = 20.0, transport: str = "udp", streams: int = 2) -> EchoRun:
+    """``count`` probes round-robin over 2 x ``streams`` streams; every ``lost_every``-th loses its first leg."""
     records = []
-    for seq in range(count):
-        lost = lost_every and seq % lost_every == 0
-        records.append(ProbeRecord(seq, seq * 0.02, None if lost else echo_ms / 2, None if lost else echo_ms))
-    return PathRun(transport, f"turn:relay.example:3478?transport={transport}", 30.0, tuple(records), _flow(), _flow())
+    for k in range(count):
+        lost = bool(lost_every) and k % lost_every == 0
+        records.append(EchoRecord(k % (2 * streams), k // (2 * streams), k * 0.005, None if lost else leg_ms, None if lost else leg_ms))
+    tried = count + sum(1 for r in records if r.forward_ms is not None)
+    lost_legs = sum(1 for r in records if r.forward_ms is None)
+    decision = decide_loss(lost_legs, tried, threshold=0.01, precision=0.025)
+    return EchoRun(transport, f"turn:relay.example:3478?transport={transport}", streams, tuple(records), decision, "decided", 30.0, 700.0)
 
 
-def test_measured_outcome_converts_loss_and_rtt_to_the_softphones_path():
+def _call(transport: str = "udp", connected: bool = True) -> CallResult:
+    if not connected:
+        return CallResult(transport, False, None, "ICE checking, DTLS/SRTP connecting", reason="timeout", error="call not connected within 3.0 s")
+    return CallResult(transport, True, 120.0, "ICE completed, DTLS/SRTP connected", audio_a_to_b=_flow(), audio_b_to_a=_flow())
+
+
+def test_measured_outcome_counts_legs_and_gives_the_interval():
     attempts = [{"transport": "udp", "server": "turn:relay.example:3478", "ok": True}]
-    outcome = measured_outcome(_run(100, lost_every=5), attempts, MediaSettings())
+    outcome = measured_outcome(_run(100, lost_every=5), _call(), attempts, MediaSettings())
     m, d = outcome.metrics, outcome.details
-    assert d["raw_loss_pct"] == 20.0 and d["probes_received"] == 80
-    assert m["loss_pct"] == pytest.approx(100 * (1 - math.sqrt(0.8)), abs=0.01)  # 10.56
-    assert m["rtt_ms"] == 20.0 and m["max_loss_burst"] == 1
+    # 20 first legs lost of 100; the 80 that arrived were echoed and all came back: 20 of 180 legs
+    assert d["legs_tried"] == 180 and d["legs_lost"] == 20 and d["probes_sent"] == 100 and d["probes_received"] == 80
+    assert m["loss_pct"] == pytest.approx(100 * 20 / 180, abs=0.01)
+    low, high = wilson_interval(20, 180)
+    assert d["loss_ci95_pct"] == [round(low * 100, 2), round(high * 100, 2)]
+    assert d["raw_loss_pct"] == 20.0  # the echo: 80 of 100 came back
+    assert d["loss_decision"]["side"] == "above" and d["loss_decision"]["threshold_pct"] == 1.0
+    assert m["rtt_ms"] == 20.0 and d["echo_rtt_ms"]["median"] == 40.0
+    # every 5th probe of 4 round-robin streams: stream 0 loses seq 0, 5, 10, ...; never two in a row
+    assert m["max_loss_burst"] == 1
     expected = e_model(20.0, 0.0, m["loss_pct"])
     assert m["mos"] == pytest.approx(expected.mos, abs=0.01) and m["r_factor"] == pytest.approx(expected.r_factor, abs=0.1)
-    assert outcome.status is Status.WARN  # MOS 3.8: below warn_mos 4.0, above fail_mos 3.5
+    assert outcome.status is Status.WARN  # 11 % loss: MOS 3.7, below warn_mos 4.0, above fail_mos 3.5
+    assert d["call"]["connected"] is True and d["audio"]["a_to_b"]["frames_received"] == 50
 
 
-def test_tcp_after_a_failed_udp_is_a_warning_that_says_so():
+def test_tcp_after_a_failed_udp_is_a_warning_that_carries_the_udp_figures():
     attempts = [
-        {"transport": "udp", "server": "turn:r:3478?transport=udp", "ok": False, "reason": "timeout", "error": "no answer"},
+        {"transport": "udp", "server": "turn:r:3478?transport=udp", "ok": False, "reason": "timeout", "error": "none of 75 packets crossed"},
         {"transport": "tcp", "server": "turn:r:3478?transport=tcp", "ok": True},
     ]
-    outcome = measured_outcome(_run(50, transport="tcp"), attempts, MediaSettings())
+    udp = {"ok": False, "reason": "timeout", "legs_tried": 75, "legs_lost": 75, "loss_pct": 100.0}
+    outcome = measured_outcome(_run(300, transport="tcp"), _call("tcp"), attempts, MediaSettings(), udp=udp)
     assert outcome.status is Status.WARN
-    assert outcome.summary.startswith("UDP relay failed (timeout); media over TCP")
+    assert outcome.summary.startswith("UDP relay failed (timeout: 75 of 75 packets lost); media over TCP")
+    assert "losses show as delay" in outcome.summary  # not a clean 0 % line
     assert outcome.details["transport"] == "tcp" and outcome.details["attempts"] == attempts
+    assert outcome.details["udp"] == udp
 
 
-def test_clean_udp_passes_and_heavy_loss_fails():
+def test_clean_udp_passes_heavy_loss_fails_and_a_call_that_did_not_connect_warns():
     attempts = [{"transport": "udp", "server": "x", "ok": True}]
-    assert measured_outcome(_run(50), attempts, MediaSettings()).status is Status.PASS
-    assert measured_outcome(_run(50, lost_every=2), attempts, MediaSettings()).status is Status.FAIL
+    assert measured_outcome(_run(300), _call(), attempts, MediaSettings()).status is Status.PASS
+    assert measured_outcome(_run(300, lost_every=2), _call(), attempts, MediaSettings()).status is Status.FAIL
+    no_call = measured_outcome(_run(300), _call(connected=False), attempts, MediaSettings())
+    assert no_call.status is Status.WARN and "the call did not connect (timeout" in no_call.summary
+    assert no_call.details["call"]["reason"] == "timeout" and no_call.details["audio"]["a_to_b"] is None
+
+
+def test_jitter_per_stream_and_bursts_per_stream():
+    # one stream, transits 10, 12, 10, 14 ms on the first legs, echo legs flat: RFC 3550 over each, averaged
+    records = [EchoRecord(0, i, i * 0.02, t, 5.0) for i, t in enumerate([10, 12, 10, 14])]
+    assert stream_jitter(records) == pytest.approx(interarrival_jitter([10, 12, 10, 14]) / 2)
+    lost = [EchoRecord(0, i, i * 0.02, None if i in (1, 2, 3) else 10.0, None) for i in range(6)]
+    other = [EchoRecord(1, i, i * 0.02, None if i == 4 else 10.0, None) for i in range(6)]
+    interleaved = [r for pair in zip(lost, other) for r in pair]
+    assert max_burst(interleaved) == 3  # three in a row on stream 0, even though stream 1 arrived between
 
 
 def test_series_is_thinned_for_charts_and_keeps_every_loss():
     records = _run(1000, lost_every=7).records
     series = thin_series(records)
     assert len(series) <= 300
-    assert sum(p["lost"] for p in series) == sum(1 for r in records if r.echo_rtt_ms is None)
-    assert series[0]["t_ms"] == 0.0 and series[1]["t_ms"] == pytest.approx(80.0)  # groups of 4 probes
+    assert sum(p["lost"] for p in series) == sum(1 for r in records if r.forward_ms is None)
+    assert series[0]["t_ms"] == 0.0 and series[1]["t_ms"] == pytest.approx(20.0)  # groups of 4 probes, 5 ms apart
     short = thin_series(records[:10])
-    assert len(short) == 10 and "lost" not in short[1] and short[0]["rtt_ms"] is None
+    assert len(short) == 10 and short[0]["rtt_ms"] is None and short[0]["lost"] == 1 and "lost" not in short[1]
 
 
 def test_fail_mos_above_warn_mos_is_a_configuration_error_naming_the_key(agentd_env):

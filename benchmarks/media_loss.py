@@ -1,0 +1,200 @@
+"""Issue-11 benchmark: media.path's transport and loss over many full pre-shift runs in the lab.
+
+    .venv/bin/python -m benchmarks media_loss                       # 20 runs per level (root)
+    .venv/bin/python -m benchmarks.media_loss --runs 5 --levels 0,10
+
+The network lab (agentd/testing/netlab.py: agent ns behind a NAT router ns, coturn in a
+server ns). The router drops a random share p of forwarded UDP each way
+(``numgen random mod 100 < p``). For every level, ``--runs`` runs of
+``agentd check --json`` (the pre-shift profile: every check, default configuration,
+concurrently as the CLI runs them) as processes in the agent namespace. Per level: runs
+whose media.path measured over UDP, ``loss_pct`` (median, min, max) against the
+softphone's round-trip loss 1 - (1 - p)^2, runs within 3 points, runs whose 95 % interval
+covers the truth, legs probed, why probing stopped, MOS, wall time of the process.
+
+The agent namespace gets a resolv.conf naming the server namespace's address, where
+nothing listens on port 53: a lookup is refused at once (ICMP port unreachable), as a
+home router's resolver answers at once, instead of timing out on the host's resolver,
+which the namespace cannot reach. Traffic goes only to the lab's own namespaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.preshift import OFFLINE_GENESYS, agentd_env
+
+
+@dataclass(frozen=True)
+class Run:
+    wall_s: float
+    exit_code: int
+    media: dict | None
+    turn_udp: str | None
+    verdicts: tuple[str, ...]
+    rows_bad: tuple[str, ...]
+
+    @property
+    def transport(self) -> str | None:
+        return (self.media or {}).get("details", {}).get("transport")
+
+    @property
+    def loss(self) -> float | None:
+        return (self.media or {}).get("metrics", {}).get("loss_pct")
+
+    @property
+    def interval(self) -> list[float] | None:
+        return (self.media or {}).get("details", {}).get("loss_ci95_pct")
+
+    def detail(self, key: str):
+        return (self.media or {}).get("details", {}).get(key)
+
+    def pattern(self) -> str | None:
+        """A fingerprint of which probes were lost (to see whether runs repeat one another)."""
+        series = self.detail("series")
+        if not series:
+            return None
+        bits = "".join("x" if p.get("rtt_ms") is None or p.get("lost") else "." for p in series)
+        return hashlib.sha1(bits.encode()).hexdigest()[:10]
+
+
+def one_run(lab, env: dict[str, str], cutoff_s: float) -> Run:
+    started = time.monotonic()
+    proc = lab.run_in_agent([sys.executable, "-m", "agentd", "check", "--json", "--no-daemon"], env=env, timeout=cutoff_s)
+    wall = time.monotonic() - started
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        return Run(wall, proc.returncode, None, None, (), ("no report: " + proc.stderr[-300:],))
+    checks = {c["id"]: c for c in report["checks"]}
+    bad = tuple(f"{c['id']} {c['status']}" for c in report["checks"] if c["status"] in ("fail", "warn", "error") and c["id"] not in ("dns", "https", "host"))
+    return Run(
+        wall,
+        proc.returncode,
+        checks.get("media.path"),
+        (checks.get("turn.udp") or {}).get("status"),
+        tuple(v["code"] for v in report.get("verdicts", [])),
+        bad,
+    )
+
+
+def fail_fast_resolver(lab) -> Path:
+    """/etc/netns/<agent>/resolv.conf: lookups go to the server ns, refused at once."""
+    folder = Path("/etc/netns") / lab.agent
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "resolv.conf").write_text(f"nameserver {lab.server_ip}\noptions timeout:1 attempts:1\n")
+    return folder
+
+
+def run_levels(levels: list[float], runs: int, cutoff_s: float, *, progress: bool = True) -> dict[float, list[Run]]:
+    from agentd.testing.netlab import Netlab
+
+    results: dict[float, list[Run]] = {}
+    with tempfile.TemporaryDirectory(prefix="agentd-bench-loss-") as tmp, Netlab.create(nat="plain") as lab:
+        resolver = fail_fast_resolver(lab)
+        try:
+            work = Path(tmp)
+            with lab.start_coturn(work / "turn") as turn:
+                config = work / "agentd.toml"
+                config.write_text(OFFLINE_GENESYS + turn.ice_toml())
+                env = agentd_env(work, config)
+                for pct in levels:
+                    lab.clear_faults()
+                    lab.set_loss(upstream_pct=pct, downstream_pct=pct, protocol="udp")
+                    results[pct] = []
+                    for i in range(runs):
+                        run = one_run(lab, env, cutoff_s)
+                        results[pct].append(run)
+                        if progress:
+                            print(
+                                f"  p={pct:g}% run {i + 1}: {run.wall_s:.2f} s, {run.transport}, loss {run.loss}, "
+                                f"CI {run.interval}, legs {run.detail('legs_tried')}, {(run.detail('loss_decision') or {}).get('stopped')}, "
+                                f"call {(run.detail('call') or {}).get('connected')}, verdicts {','.join(run.verdicts) or '-'}",
+                                file=sys.stderr,
+                                flush=True,
+                            )
+        finally:
+            shutil.rmtree(resolver, ignore_errors=True)
+    return results
+
+
+def table(results: dict[float, list[Run]]) -> str:
+    out = [
+        "| p each way | truth 1-(1-p)^2 | runs | on UDP | loss_pct median (min-max) | within 3 pts | CI covers truth | legs median (min-max) | stopped | MOS median | `agentd check` wall median (max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for pct, runs in results.items():
+        truth = 100 * (1 - (1 - pct / 100) ** 2)
+        losses = [r.loss for r in runs if r.loss is not None]
+        on_udp = sum(1 for r in runs if r.transport == "udp")
+        within = sum(1 for r in runs if r.loss is not None and abs(r.loss - truth) <= 3)
+        covers = sum(1 for r in runs if r.interval and r.interval[0] - 1e-9 <= truth <= r.interval[1] + 1e-9)
+        legs = [r.detail("legs_tried") for r in runs if r.detail("legs_tried")]
+        stops: dict[str, int] = {}
+        for r in runs:
+            key = (r.detail("loss_decision") or {}).get("stopped") or "none"
+            stops[key] = stops.get(key, 0) + 1
+        mos = [r.media["metrics"]["mos"] for r in runs if r.media and "mos" in r.media.get("metrics", {})]
+        walls = [r.wall_s for r in runs]
+        loss_text = f"{statistics.median(losses):.2f} ({min(losses):.2f}-{max(losses):.2f})" if losses else "-"
+        legs_text = f"{statistics.median(legs):.0f} ({min(legs)}-{max(legs)})" if legs else "-"
+        out.append(
+            f"| {pct:g}% | {truth:.2f} | {len(runs)} | {on_udp} | {loss_text} | {within} | {covers} | {legs_text} | "
+            f"{', '.join(f'{k} {v}' for k, v in sorted(stops.items()))} | {statistics.median(mos) if mos else '-'} | "
+            f"{statistics.median(walls):.2f} s ({max(walls):.2f}) |"
+        )
+    return "\n".join(out)
+
+
+def independence(results: dict[float, list[Run]]) -> str:
+    lines = []
+    for pct, runs in results.items():
+        if pct <= 0:
+            continue
+        patterns = [r.pattern() for r in runs if r.pattern()]
+        counts = [(r.detail("legs_lost"), r.detail("legs_tried")) for r in runs if r.detail("legs_tried")]
+        lines.append(
+            f"- p={pct:g}%: {len(set(patterns))} distinct loss patterns in {len(patterns)} runs; "
+            f"{len(set(counts))} distinct (lost, tried) counts in {len(counts)} runs"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Issue-11 benchmark: media.path transport and loss over full pre-shift runs in the lab.")
+    parser.add_argument("--runs", type=int, default=20, help="full pre-shift runs per loss level (default 20)")
+    parser.add_argument("--levels", default="0,2,5,10,20", help="random UDP loss each way at the router, percent (default 0,2,5,10,20)")
+    parser.add_argument("--cutoff", type=float, default=30.0, help="kill a run after this many seconds (default 30)")
+    parser.add_argument("--quiet", action="store_true", help="no line per run on stderr")
+    args = parser.parse_args()
+    from agentd.testing.netlab import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        print(f"network lab unavailable ({reason}): nothing measured")
+        sys.exit(1)
+    levels = [float(x) for x in args.levels.split(",")]
+    started = time.monotonic()
+    with open("/proc/loadavg") as f:
+        load_before = f.read().split()[:3]
+    results = run_levels(levels, args.runs, args.cutoff, progress=not args.quiet)
+    with open("/proc/loadavg") as f:
+        load_after = f.read().split()[:3]
+    print(f"### media.path in full pre-shift runs, random UDP loss p each way ({args.runs} runs per level)\n")
+    print(table(results))
+    print()
+    print(independence(results))
+    print(f"\n({time.monotonic() - started:.0f} s; load average before {' '.join(load_before)}, after {' '.join(load_after)})")
+
+
+if __name__ == "__main__":
+    main()

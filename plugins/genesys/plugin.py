@@ -50,7 +50,7 @@ def agentd_collect_evidence(request: EvidenceRequest) -> list[Any]:
         found += [
             sources.ConversationSource(settings),
             sources.CallQualitySource(settings),
-            sources.WebRtcDiagnosticsSource(settings),
+            sources.WebRtcDiagnosticsSource(settings, use_api=settings.webrtc_diagnostics_api),
             sources.BrowserLogSource(settings),
             sources.SessionFragmentationSource(settings),
             sources.StationSource(settings),

@@ -172,8 +172,9 @@ def quality_item(source: GenesysSource, details: Mapping[str, Any], user_id: str
 
 
 class WebRtcDiagnosticsSource(GenesysSource):
-    """The seed-000 diagnostics event format, from ``--diagnostics-file`` and from the
-    seed's endpoint (absent from the public API: 404 means "not available here")."""
+    """The seed-000 diagnostics event format, from ``--diagnostics-file``, and from the
+    seed's endpoint only when ``[genesys] webrtc_diagnostics_api`` is on (the path is not
+    in the public API: asked, it answers 404, "not available here")."""
 
     name = "genesys.webrtc_diagnostics"
     kind = "genesys.webrtc_diagnostics"
@@ -190,6 +191,12 @@ class WebRtcDiagnosticsSource(GenesysSource):
             items.append(self.from_file(Path(str(file)).expanduser()))
         if self.use_api and request.conversation_id:
             items.extend(await self.from_api(request))
+        elif not file and request.conversation_id:
+            items.append(self.skipped(
+                "the seed's WebRTC diagnostics endpoint is not asked (it is not in the public API; set "
+                "[genesys] webrtc_diagnostics_api = true where it exists); an export can be given with --diagnostics-file",
+                key="api",
+            ))
         return items
 
     def from_file(self, path: Path) -> Evidence:
@@ -314,7 +321,7 @@ class BrowserLogSource(GenesysSource):
         body = {"interval": window.interval, "userId": user_id, "sortOrder": "ASC"}
         lines: list[dict[str, Any]] = []
         total = 0
-        async for page in self.client.next_uri_pages("POST", "/api/v2/diagnostics/logcapture/browser/entries/query", json_body=body):
+        async for page in log_entry_pages(self.client, body):
             for entry in page:
                 if not isinstance(entry, Mapping):
                     continue
@@ -339,6 +346,36 @@ class BrowserLogSource(GenesysSource):
         except NotFound:
             return None
         return found if isinstance(found, dict) else None
+
+
+LOG_QUERY = "/api/v2/diagnostics/logcapture/browser/entries/query"
+LOG_PAGE_SIZE = 200  # the API's largest page
+MAX_LOG_PAGES = 500
+
+
+async def log_entry_pages(client: Any, body: Mapping[str, Any]) -> Any:
+    """Each page of a log-capture query: ``?pageSize``, then ``?after=<cursor>`` taken
+    from the answer's ``nextUri`` until there is none (bounded, and a cursor seen twice ends it)."""
+    params: dict[str, Any] = {"pageSize": LOG_PAGE_SIZE}
+    seen: set[str] = set()
+    for _ in range(MAX_LOG_PAGES):
+        answer = await client.post(LOG_QUERY, dict(body), params=params)
+        entities = answer.get("entities") if isinstance(answer, Mapping) else None
+        yield entities if isinstance(entities, list) else []
+        after = _after_cursor(answer.get("nextUri") if isinstance(answer, Mapping) else None)
+        if not after or after in seen:
+            return
+        seen.add(after)
+        params = {"pageSize": LOG_PAGE_SIZE, "after": after}
+
+
+def _after_cursor(next_uri: Any) -> str | None:
+    if not isinstance(next_uri, str) or not next_uri:
+        return None
+    from urllib.parse import parse_qs, urlsplit
+
+    found = parse_qs(urlsplit(next_uri).query).get("after")
+    return found[0] if found else None
 
 
 def _log_time(value: Any) -> Any:

@@ -143,6 +143,16 @@ def _reason(exc: GenesysError) -> str:
     return "protocol"
 
 
+def _failed_row(target: str, exc: GenesysError) -> dict:
+    row = empty_row(target, reason=_reason(exc), error=f"{target}: {exc}")
+    row.update(api_status=exc.status, genesys_channel=True)
+    if isinstance(exc, PermissionMissing):
+        row["permission"] = exc.permission
+    if isinstance(exc, AuthError):  # platform.auth_failed reads it (FINDINGS.md)
+        row["genesys_auth"] = {"grant": exc.grant, "message": str(exc)}
+    return row
+
+
 async def probe_genesys_channel(ctx, settings, plan) -> dict | None:
     """Create a channel, connect to its connectUri, subscribe to the agent's calls, ping it."""
     genesys = ctx.section("genesys")
@@ -154,16 +164,12 @@ async def probe_genesys_channel(ctx, settings, plan) -> dict | None:
         user_id: str | None = await agent_user_id(client)
     except ConfigError:
         user_id = None  # client credentials without [genesys] user_id: the channel is still probed
+    except GenesysError as exc:
+        return _failed_row(target, exc)
     try:
         channel = await create_channel(client)
     except GenesysError as exc:
-        row = empty_row(target, reason=_reason(exc), error=f"{target}: {exc}")
-        row.update(api_status=exc.status, genesys_channel=True)
-        if isinstance(exc, PermissionMissing):
-            row["permission"] = exc.permission
-        if isinstance(exc, AuthError):  # platform.auth_failed reads it (FINDINGS.md)
-            row["genesys_auth"] = {"grant": exc.grant, "message": str(exc)}
-        return row
+        return _failed_row(target, exc)
     topic = CALLS_TOPIC.format(user_id)
 
     async def after_open(_connection) -> None:

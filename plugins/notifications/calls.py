@@ -112,8 +112,8 @@ def own_participant(conversation: dict[str, Any], user_id: str) -> AgentCall | N
     for p in conversation.get("participants") or ():
         if not isinstance(p, dict):
             continue
-        user = p.get("user") or {}
-        if (user.get("id") if isinstance(user, dict) else None) == user_id or p.get("userId") == user_id:
+        user = p.get("user") or {}  # CallMediaParticipant and the event's participant: user.id (no userId)
+        if (user.get("id") if isinstance(user, dict) else None) == user_id:
             mine.append(p)
     if not mine or not isinstance(conversation.get("id"), str):
         return None

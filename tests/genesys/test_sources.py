@@ -73,13 +73,27 @@ async def test_call_quality_before_analytics_exist_is_skipped(app, fake_genesys)
     assert found["genesys.conversation"][0].status == "ok"
 
 
-async def test_seed_diagnostics_endpoint_404_is_a_skipped_source(app):
+async def test_the_seed_diagnostics_path_is_not_asked_unless_opted_in(app, fake_genesys):
     items = (await diagnose(app))["genesys.webrtc_diagnostics"]
+    assert [i.status for i in items] == ["skipped"] and "webrtc_diagnostics_api = true" in items[0].summary
+    assert fake_genesys.state.requests_to("/api/v2/diagnostics/webrtc/") == []
+
+
+@pytest.fixture
+def opted_in(agentd_env, fake_genesys, monkeypatch):
+    monkeypatch.setenv("AGENTD_TEST_CLIENT_SECRET", CC_CLIENT_SECRET)
+    return App.load(agentd_env.write_config(config_text(fake_genesys, extra="webrtc_diagnostics_api = true\n")))
+
+
+async def test_seed_diagnostics_endpoint_404_is_a_skipped_source(opted_in, fake_genesys):
+    items = (await diagnose(opted_in))["genesys.webrtc_diagnostics"]
     assert {i.status for i in items} == {"skipped"}
     assert "not available in this organisation" in items[0].summary
+    assert fake_genesys.state.requests_to("/api/v2/diagnostics/webrtc/")
 
 
-async def test_seed_diagnostics_from_the_endpoint_and_from_a_file(app, fake_genesys, tmp_path):
+async def test_seed_diagnostics_from_the_endpoint_and_from_a_file(opted_in, fake_genesys, tmp_path):
+    app = opted_in
     start = datetime.now(timezone.utc) - timedelta(hours=2)
     payload = seed_diagnostics_payload(start)
     fake_genesys.state.webrtc_diagnostics[(DROPPED_CALL_ID, AGENT_PARTICIPANT)] = payload
@@ -115,7 +129,10 @@ async def test_browser_log_keeps_webrtc_lines_of_the_call_window_across_pages(ap
     assert item.data["entries"][0]["timestamp"].endswith("Z")  # epoch ms made ISO-8601
     assert item.data["media_errors"] == 1
     queries = fake_genesys.state.requests_to("/logcapture/browser/entries/query$")
-    assert len(queries) >= 3 and any("cursor" in q.query for q in queries)  # nextUri followed
+    # paged as the real API: pageSize on every request, the `after` cursor of nextUri from the second on
+    assert len(queries) >= 3 and all(q.query["pageSize"] == "200" for q in queries)
+    assert "after" not in queries[0].query and all(q.query.get("after") for q in queries[1:])
+    assert len({q.query["after"] for q in queries[1:]}) == len(queries) - 1
     body = json.loads(queries[0].body)
     assert body["userId"] == AGENT_USER_ID and "/" in body["interval"]
 
@@ -206,7 +223,9 @@ async def test_401_and_403_become_auth_and_permission_items(app, fake_genesys):
     fake_genesys.state.clients[CC_CLIENT_ID].secret = "rotated-elsewhere"
     fake_genesys.state.tokens.clear()
     found = await diagnose(app)
-    assert set(found) == {"genesys.auth"}  # every source says 401, none crashed or guessed
+    not_asked = found.pop("genesys.webrtc_diagnostics")  # the seed path is not asked by default: no call, no 401
+    assert [i.status for i in not_asked] == ["skipped"]
+    assert set(found) == {"genesys.auth"}  # every source that called says 401, none crashed or guessed
     assert all(i.data["status"] == 401 for i in found["genesys.auth"])
 
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from .scenario import AGENT_USER_ID, agent_participant, iso
-from .server import call_conversation_view, error_response
+from .server import call_conversation_view, error_response, without_nulls
 from .state import FakeState
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ class NotificationHub:
         """A ``FakeState.listeners`` entry: deliver to every socket subscribed to ``topic``."""
         if not self.events_enabled:
             return
-        message = {"topicName": topic, "version": "2", "eventBody": body, "metadata": {"CorrelationId": str(uuid.uuid4())}}
+        message = without_nulls({"topicName": topic, "version": "2", "eventBody": body, "metadata": {"CorrelationId": str(uuid.uuid4())}})
         targets = [ws for c in self.channels.values() if topic in c.topics for ws in c.sockets if not ws.closed]
         self.published.append(message)
 

@@ -42,6 +42,16 @@ Extension = Callable[[web.Application, "FakeGenesys"], None]
 RATE_LIMIT_ALLOWED = 300
 
 
+def without_nulls(value: Any) -> Any:
+    """The value with every null field left out, at any depth: the real API omits absent
+    fields, and the official SDKs' models cannot parse a null where they expect a value."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def error_json(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
     """A Genesys ``ErrorBody``."""
     return {"message": message, "code": code, "status": status, "contextId": str(uuid.uuid4()), "details": [], "errors": [], **extra}
@@ -158,6 +168,11 @@ class FakeGenesys:
                 response = await handler(request)
             except web.HTTPException as exc:
                 response = exc
+        if isinstance(response, web.Response) and response.content_type == "application/json" and isinstance(response.body, bytes) and b"null" in response.body:
+            try:  # a backstop: handlers leave absent fields out already
+                response.body = json.dumps(without_nulls(json.loads(response.body))).encode()
+            except ValueError:
+                pass  # an injected malformed body stays malformed
         response.headers.setdefault("ININ-Correlation-Id", str(uuid.uuid4()))
         record.correlation_id = response.headers["ININ-Correlation-Id"]
         used = sum(1 for r in self.state.requests[-RATE_LIMIT_ALLOWED:])
@@ -527,17 +542,20 @@ class FakeGenesys:
             if lo <= e["timestamp"] < hi
         ]
         entries.sort(key=lambda e: e["timestamp"], reverse=body.get("sortOrder") == "DESC")
+        # paged as the real API: ?pageSize (at most 200) and ?after (an opaque cursor), the
+        # next page linked by nextUri; the fake's log_page_size caps a page (tests see several)
         try:
-            offset = int(request.query.get("cursor", "0"))
+            size = int(request.query.get("pageSize", "100"))
+            offset = _cursor_offset(request.query["after"]) if "after" in request.query else 0
         except ValueError:
-            return error_response(400, "bad.request", "invalid cursor")
-        size = self.state.log_page_size
-        answer: dict[str, Any] = {
-            "entities": entries[offset : offset + size],
-            "selfUri": f"/api/v2/diagnostics/logcapture/browser/entries/query?cursor={offset}",
-        }
+            return error_response(400, "bad.request", "pageSize must be an integer and after a cursor this API handed out")
+        if not 1 <= size <= 200:
+            return error_response(400, "bad.request", "pageSize must be between 1 and 200")
+        size = min(size, self.state.log_page_size)
+        base = "/api/v2/diagnostics/logcapture/browser/entries/query"
+        answer: dict[str, Any] = {"entities": entries[offset : offset + size], "selfUri": f"{base}?pageSize={size}"}
         if offset + size < len(entries):
-            answer["nextUri"] = f"/api/v2/diagnostics/logcapture/browser/entries/query?cursor={offset + size}"
+            answer["nextUri"] = f"{base}?after={_cursor(offset + size)}&pageSize={size}"
         return web.json_response(answer)
 
     async def integration(self, request: web.Request) -> web.Response:
@@ -582,6 +600,20 @@ def _redirect_allowed(uri: str, registered: Iterable[str]) -> bool:
             if (parts.scheme, parts.hostname, parts.path) == (want.scheme, want.hostname, want.path) and parts.port:
                 return True
     return False
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).rstrip(b"=").decode()
+
+
+def _cursor_offset(cursor: str) -> int:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["o"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError("not a cursor") from None
+    if not isinstance(value, int) or value < 0:
+        raise ValueError("not a cursor")
+    return value
 
 
 def _capture_active(config: dict[str, Any]) -> bool:
@@ -648,6 +680,7 @@ def call_conversation_view(conversation: dict[str, Any]) -> dict[str, Any]:
                 "queue": {"id": p["queueId"]} if p.get("queueId") else None,
             }
         )
+        participants[-1] = without_nulls(participants[-1])
     return {
         "id": conversation["id"],
         "participants": participants,

@@ -3,13 +3,16 @@
 Two grants (DESIGN.md):
 - client credentials (HTTP Basic with ``client_id``/``client_secret``) for
   organisation-wide reads;
-- authorization code with PKCE for the agent's own identity (``agentd login``), whose
-  refresh token is stored in the state directory with owner-only permissions, or read
-  from ``[genesys] refresh_token`` (a systemd credential, for example).
+- authorization code for the agent's own identity (``agentd login``): PKCE (the service
+  may give no refresh token) or a confidential client (``[genesys]
+  login_client_secret``, refresh tokens). The login is stored in the state directory
+  with owner-only permissions (in the daemon: the login an agent handed over), or the
+  refresh token is read from ``[genesys] refresh_token`` (a systemd credential).
 
 :class:`TokenManager` hands out a valid access token and refreshes it shortly before it
 expires; concurrent callers wait for the one refresh in flight instead of starting their
-own. Token values never appear in logs or exceptions: every one is registered with
+own. :class:`LoginTokenManager` follows the store (a new login, a logout) and uses a
+token it cannot renew to its last second, then says to run ``agentd login``. Token values never appear in logs or exceptions: every one is registered with
 :mod:`agentd.redact` as soon as it is seen.
 """
 

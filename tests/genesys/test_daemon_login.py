@@ -49,6 +49,7 @@ class Box:
         self.svc, self.agent, self.agent2 = f"agdsvc{tag}", f"agdagt{tag}", f"agdag2{tag}"
         self.group = self.svc  # the service's own group: its members may use the socket
         self.users: list[str] = []
+        self.outputs: list[str] = []  # every CLI run's stdout and stderr (no token may be in them)
 
     def create(self) -> None:
         self.root.mkdir(mode=0o755)
@@ -103,7 +104,9 @@ class Box:
     async def run(self, user: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         """In a thread: the fake Genesys answers on this test's event loop meanwhile."""
         command = [*self.as_user(user), *args]
-        return await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=timeout, env=self.env(user), cwd=self.root)
+        done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=timeout, env=self.env(user), cwd=self.root)
+        self.outputs.append(done.stdout + done.stderr)
+        return done
 
     async def status(self, user: str) -> dict:
         done = await self.run(user, "status", "--json")
@@ -160,6 +163,7 @@ async def agent_login(box: Box, user: str) -> subprocess.CompletedProcess:
         if process.returncode is None:
             process.kill()
             await process.wait()
+    box.outputs.append(out.decode() + "".join(seen) + err.decode())
     return subprocess.CompletedProcess([], process.returncode, out.decode(), "".join(seen) + err.decode())
 
 
@@ -308,7 +312,8 @@ async def test_the_daemon_on_its_own_user_works_for_the_agent_who_logged_in_last
         if path.is_file() and path.name != "genesys-token.json" and not path.is_socket():
             text = path.read_text(errors="replace")
             leaks += [f"{path}: token" for s in secrets if s in text]
-    assert leaks == []
+    leaks += [f"CLI output {i}: token" for i, text in enumerate(box.outputs) for s in secrets if s in text]
+    assert len(box.outputs) >= 8 and leaks == []
 
 
 def _issued_login(fake, client_id: str, *, refresh: bool) -> dict:

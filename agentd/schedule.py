@@ -11,6 +11,12 @@ wakes. Every slot that passed since it last looked is collapsed into one run: a 
 that slept through three slots runs once after wake, not three times. Slots older
 than ``catch_up_h`` are dropped (a check of a PC nobody has used for a week is noise).
 
+Clock steps: the last slot handled (``last_seen``) is never trusted when it lies in the
+future. A wall clock stepped back (NTP after a sleep, a daemon restarted after running
+ahead) re-plans from now: the next slot runs on time instead of after the size of the
+step. A step forward runs the slots it passed as one missed run, as after a sleep. The
+steps noticed are kept for ``agentd status``.
+
 The clock is injected (:class:`Clock`), so the tests move time without waiting.
 """
 
@@ -27,6 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
+from agentd.clocks import ClockStep, StepWatch, steady
 from agentd.errors import ConfigError
 from agentd.fileio import write_atomic
 
@@ -164,6 +171,10 @@ class SystemClock:
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
 
+    def steady(self) -> float:
+        """A clock that never jumps: with ``now`` it shows wall-clock steps."""
+        return steady()
+
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
@@ -190,12 +201,27 @@ class Scheduler:
     def __init__(self, schedule: Schedule, *, state_file: Path | None = None, now: datetime | None = None) -> None:
         self.schedule = schedule
         self.state_file = state_file
+        self.watch = StepWatch()
+        now = now or datetime.now(timezone.utc)
         loaded = self._load()
-        self.last_seen: datetime = loaded or now or datetime.now(timezone.utc)
+        self.last_seen: datetime = loaded or now
+        if loaded is not None and loaded > now:
+            # saved by a run whose clock was ahead (or this one was set back since):
+            # trusting it would hold every slot back by the size of the step
+            self.watch.note(ClockStep(now, (now - loaded).total_seconds()))
+            log.warning("last scheduled slot is in the future: the clock was stepped back; re-planning from now",
+                        last_seen=loaded.isoformat(), now=now.isoformat())
+            self.last_seen = now
+            loaded = None
         if loaded is None:
             self._save()  # a restart after a power-off then still catches up its missed slot
         self.wake = asyncio.Event()
         self.runs = 0
+
+    @property
+    def clock_steps(self) -> list[ClockStep]:
+        """Wall-clock steps noticed since start, oldest first."""
+        return list(self.watch.steps)
 
     def replace(self, schedule: Schedule) -> None:
         """A reloaded configuration: new slots from now on, no catch-up of the old ones."""
@@ -203,9 +229,16 @@ class Scheduler:
         self.wake.set()
 
     def poll(self, now: datetime) -> DueRun | None:
-        slots = self.schedule.slots_between(self.last_seen, now)
-        if now > self.last_seen:
+        if now < self.last_seen:
+            # the wall clock went back: re-plan from now (never wait for the old "now" to return)
+            back = (self.last_seen - now).total_seconds()
             self.last_seen = now
+            if back >= 1.0:
+                log.warning("the clock was stepped back; scheduled checks re-planned from now", by_s=round(back, 1))
+                self._save()
+            return None
+        slots = self.schedule.slots_between(self.last_seen, now)
+        self.last_seen = now
         recent = [s for s in slots if now - s <= self.schedule.catch_up]
         if len(recent) < len(slots):
             log.info("scheduled checks skipped: missed too long ago", slots=len(slots) - len(recent))
@@ -221,8 +254,14 @@ class Scheduler:
         return max(0.0, min(MAX_SLEEP_S, (nxt - now).total_seconds()))
 
     async def run_forever(self, clock: Clock, on_due: Callable[[DueRun], Awaitable[None]]) -> None:
+        steady_of = getattr(clock, "steady", None)  # a hand-moved test clock has none: no step detection
         while True:
-            due = self.poll(clock.now())
+            now = clock.now()
+            if steady_of is not None:
+                step = self.watch.observe(now.timestamp(), steady_of())
+                if step is not None:
+                    log.warning("wall clock step", moved_s=round(step.by_s, 1), at=step.at.isoformat())
+            due = self.poll(now)
             if due is not None:
                 if due.missed > 1:
                     log.info("scheduled check: slots were missed (PC asleep or off); running once", missed=due.missed)

@@ -24,8 +24,18 @@ The protocol, one JSON object per line each way. A request names an ``op``:
   "service": "genesys"}`` clears it. Answers ``{"ok": true, ...}`` (never a secret). Any
   account the socket lets in may hand over its login: the latest one wins.
 
-Errors come back as ``{"ok": false, "error": "..."}``. The client side
-(:class:`ControlClient`) is what ``agentd check`` and ``agentd status`` use.
+Errors come back as ``{"ok": false, "error": "..."}`` (``"usage": true`` when the request
+named something that does not exist, such as an unknown check id). A check whose report
+could not be kept sends ``{"event": "warning", "text": ...}`` before the report.
+
+Bounds (the socket is reachable by every member of the group): a request line is at
+most :data:`MAX_REQUEST` bytes, at most :data:`MAX_CLIENTS` connections are served at
+once (more get a one-line "busy" answer), so what the daemon buffers for requests stays
+under ``MAX_CLIENTS`` × 2 × ``MAX_REQUEST``. Every malformed request (too long, not
+JSON, nested too deep, a field of the wrong type) gets a one-line error answer, and the
+fields are checked before anything uses them.
+
+The client side (:class:`ControlClient`) is what ``agentd check`` and ``agentd status`` use.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import structlog
 
-from agentd.errors import ControlError
+from agentd.errors import ControlError, DaemonFailed, UsageError
 from agentd.model import CheckResult, Report
 from agentd.osdeps import control_channel
 from agentd.runner import CheckFinished, CheckNote, CheckStarted, RunnerEvent
@@ -51,6 +61,14 @@ log = structlog.get_logger("agentd.control")
 
 MAX_LINE = 4 * 2**20
 """A report with evidence can be large; anything past this is a broken peer."""
+
+
+MAX_REQUEST = 64 * 2**10
+"""Requests are a few hundred bytes; a longer line is a broken or hostile peer."""
+MAX_CLIENTS = 32
+"""Connections served at once; together with MAX_REQUEST this bounds request buffers."""
+REQUEST_READ_S = 5.0
+"""A client has this long to send its request line (a slow or silent one is dropped)."""
 
 
 def socket_path() -> Path | str:
@@ -100,7 +118,7 @@ class ControlServer:
 
     async def start(self) -> None:
         listener = control_channel.Listener(self.path, self.group)
-        await listener.start(self._serve, limit=MAX_LINE)
+        await listener.start(self._serve, limit=MAX_REQUEST)
         self._listener = listener
         log.info("control socket listening", path=str(self.path))
 
@@ -118,34 +136,30 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is not None:
+        busy = len(self._clients) >= MAX_CLIENTS
+        if task is not None and not busy:
             self._clients.add(task)
         try:
-            try:  # read the request either way: answering before it is read races the sender
-                async with asyncio.timeout(5.0):
-                    line = await reader.readline()
-            except TimeoutError:
-                line = b""
+            if busy:
+                log.warning("control connection refused: too many at once", limit=MAX_CLIENTS)
+                await _send(writer, {"ok": False, "error": f"busy: {MAX_CLIENTS} control connections are open; try again"})
+                return
+            # read the request either way: answering before it is read races the sender
+            request, problem = await _read_request(reader)
             # after the read: a pipe client's token can be looked at once it has written
             allowed, why = self._listener.check_peer(writer)
             if not allowed:
                 log.warning("control connection refused", reason=why)
                 await _send(writer, {"ok": False, "error": "permission denied: not the daemon's user or group"})
                 return
-            if not line:
-                return
-            try:
-                request = json.loads(line)
-                if not isinstance(request, dict):
-                    raise ValueError("not an object")
-            except ValueError as exc:
-                await _send(writer, {"ok": False, "error": f"bad request: {exc}"})
+            if request is None:
+                if problem:
+                    log.info("malformed control request", error=problem)
+                    await _send(writer, {"ok": False, "error": f"bad request: {problem}"})
                 return
             await self._handle(request, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away: nothing to answer
-        except asyncio.LimitOverrunError:
-            await _send(writer, {"ok": False, "error": "request too long"})
         finally:
             if task is not None:
                 self._clients.discard(task)
@@ -160,6 +174,10 @@ class ControlServer:
             report = daemon.last_report
             await _send(writer, {"ok": True, "report": report.to_dict()} if report else {"ok": False, "error": "no report yet"})
         elif op == "check":
+            problem = check_request_problem(request)
+            if problem:
+                await _send(writer, {"ok": False, "error": f"bad request: {problem}"})
+                return
             await self._check(request, writer)
         elif op == "reload":  # SIGHUP's twin, with an answer: ExecReload needs no kill binary
             if daemon.reload():
@@ -175,7 +193,8 @@ class ControlServer:
         elif op in ("login", "logout"):
             await self._login(op, request, writer)
         else:
-            await _send(writer, {"ok": False, "error": f"unknown op {op!r}; known: status, check, last_report, reload, mute, login, logout"})
+            shown = op if isinstance(op, str) else type(op).__name__
+            await _send(writer, {"ok": False, "error": f"unknown op {str(shown)[:40]!r}; known: status, check, last_report, reload, mute, login, logout"})
 
     async def _login(self, op: str, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         service = request.get("service")
@@ -206,10 +225,13 @@ class ControlServer:
         def on_delivered(summary: str) -> None:
             queue.put_nowait({"event": "delivered", "summary": summary})
 
+        def on_warning(text: str) -> None:
+            queue.put_nowait({"event": "warning", "text": text})
+
         run = asyncio.ensure_future(
             daemon.run_check(
                 profile, trigger="control", on_event=on_event, only=only, deadline_s=deadline,
-                upload=bool(request.get("upload")), on_delivered=on_delivered,
+                upload=bool(request.get("upload")), on_delivered=on_delivered, on_warning=on_warning,
             )
         )
         try:
@@ -225,13 +247,64 @@ class ControlServer:
                 break
             try:
                 report = run.result()
-            except Exception as exc:  # UsageError (bad profile) and the like: the client says it
-                await _send(writer, {"ok": False, "error": str(exc)})
+            except UsageError as exc:  # a bad profile or an unknown check id: the client exits 2
+                await _send(writer, {"ok": False, "error": str(exc), "usage": True})
+                return
+            except Exception as exc:  # the client says it
+                await _send(writer, {"ok": False, "error": str(exc) or type(exc).__name__})
                 return
             await _send(writer, {"event": "report", "ok": True, "report": report.to_dict()})
         except (ConnectionError, asyncio.CancelledError):
             # the client left or the daemon stops: the run ends under its own deadline, its report kept
             raise
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[dict[str, Any] | None, str | None]:
+    """One request line, parsed: (request, None), or (None, what is wrong with it);
+    (None, None) when the client sent nothing."""
+    try:
+        async with asyncio.timeout(REQUEST_READ_S):
+            line = await reader.readline()
+    except TimeoutError:
+        return None, f"no complete request line within {REQUEST_READ_S:g} s"
+    except ValueError:  # StreamReader.readline turns a line over the limit into ValueError
+        return None, f"request line longer than {MAX_REQUEST} bytes"
+    if not line:
+        return None, None
+    if not line.endswith(b"\n"):
+        return None, "the request line was not finished (no newline before the end)"
+    try:
+        request = json.loads(line)
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        return None, f"not JSON: {str(exc)[:120]}"
+    if not isinstance(request, dict):
+        return None, f"a request is a JSON object, not {_json_type(request)}"
+    return request, None
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def check_request_problem(request: dict[str, Any]) -> str | None:
+    """What is wrong with the fields of a ``check`` request (None: nothing). Checked
+    before any of them is used: a wrong type is the client's mistake, not a crash."""
+    expected = {
+        "profile": (lambda v: v is None or isinstance(v, str), "a string"),
+        "only": (lambda v: v is None or (isinstance(v, list) and all(isinstance(i, str) for i in v)), "a list of check ids (strings)"),
+        "deadline_s": (lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 86400),
+                       "a number of seconds (0 < deadline_s <= 86400) or null"),
+        "config": (lambda v: v is None or isinstance(v, str), "a file path (string) or null"),
+        "upload": (lambda v: v is None or isinstance(v, bool), "true or false"),
+    }
+    for key, (ok, what) in expected.items():
+        value = request.get(key)
+        if not ok(value):
+            return f"{key!r} must be {what}, not {_json_type(value)}"
+    return None
 
 
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
@@ -279,7 +352,7 @@ class ControlClient:
         except TimeoutError:
             raise ControlError(f"the daemon did not finish within {timeout_s:g} s") from None
         except ConnectionError as exc:
-            raise ControlError(f"the daemon closed the connection: {exc}") from None
+            raise DaemonFailed(f"the daemon closed the connection: {exc}") from None
         finally:
             writer.close()
 
@@ -304,13 +377,23 @@ class ControlClient:
         upload: bool = False,
         on_event: Callable[[RunnerEvent], None] | None = None,
         timeout_s: float = 3600.0,
+        warnings: list[str] | None = None,
     ) -> Report | None:
         """The report of a check run by the daemon; None when the daemon uses another
-        configuration file than the one asked for (the caller then runs in-process)."""
+        configuration file than the one asked for (the caller then runs in-process).
+        ``warnings`` collects what the daemon could not do with the report (keep it,
+        spool it); they are printed on stderr too. Raises :class:`DaemonFailed` when the
+        daemon ends the connection without a report (it crashed mid-check)."""
         request = {"op": "check", "profile": profile, "only": only, "deadline_s": deadline_s, "config": config, "upload": upload}
         async for message in self.stream(request, timeout_s=timeout_s):
             if message.get("event") == "delivered":  # --upload: the daemon says what it did
                 print(f"agentd: {message.get('summary')} (by the daemon)", file=sys.stderr)
+                continue
+            if message.get("event") == "warning":  # the report was made but not kept somewhere
+                text = str(message.get("text"))
+                print(f"agentd: warning: {text} (in the daemon)", file=sys.stderr)
+                if warnings is not None:
+                    warnings.append(text)
                 continue
             if "event" in message and message["event"] != "report":
                 event = event_from_wire(message)
@@ -322,5 +405,8 @@ class ControlClient:
             if message.get("fallback"):
                 log.info("daemon not used", reason=message.get("error"))
                 return None
+            if message.get("usage"):
+                raise UsageError(str(message.get("error")))
             raise ControlError(message.get("error") or "the daemon refused the check")
-        raise ControlError("the daemon closed the connection before the report")
+        raise DaemonFailed("the daemon stopped during the check and sent no report (see its log: journalctl -u agentd); "
+                           "`agentd check --no-daemon` runs it in this process")

@@ -21,6 +21,7 @@ The tree::
     ├── SignalingError               WebSocket signaling failed (handshake, keepalive, protocol)
     ├── DeliveryError                a sink did not acknowledge a report; ``retryable`` says if trying again can help
     └── ControlError                 the daemon's control socket refused or broke a request
+        └── DaemonFailed             the daemon ended a check's connection without a report (exit 4)
 
 Exceptions never carry secrets: messages are built from names and references, and the
 log redaction processor scrubs anything that slips through.
@@ -161,3 +162,7 @@ class DeliveryError(AgentdError):
 
 class ControlError(AgentdError):
     """The daemon's control socket refused or broke a request."""
+
+
+class DaemonFailed(ControlError):
+    """The daemon ended a running check's connection without a report (it crashed)."""

@@ -114,7 +114,10 @@ class App:
         checks: list[Check] = []
         problems: list[CheckResult] = []
         seen: dict[str, str] = {}
-        for plugin, check in self.plugins.collect_checks(plan):
+        collected = self.plugins.collect_checks(plan)
+        if plan.only:
+            _check_only(plan.only, profile, collected)
+        for plugin, check in collected:
             if profile not in check.profiles or (plan.only and check.id not in plan.only):
                 continue
             if check.id in seen:
@@ -231,6 +234,21 @@ class App:
             evidence=tuple(evidence),
             duration_ms=round((time.monotonic() - started) * 1000.0, 1),
         )
+
+
+def _check_only(only: Iterable[str], profile: str, collected: Sequence[tuple[str, Check]]) -> None:
+    """``--only`` naming no check of ``profile`` is a typo, not a READY with nothing run."""
+    known = sorted({c.id for _, c in collected if profile in c.profiles})
+    elsewhere = {c.id: c.profiles for _, c in collected if profile not in c.profiles}
+    unknown = sorted(set(only) - set(known))
+    if not unknown:
+        return
+    hints = [f"{i} is in profile {', '.join(p for p in elsewhere[i])}" for i in unknown if i in elsewhere]
+    raise UsageError(
+        f"no check {', '.join(repr(i) for i in unknown)} in profile {profile}"
+        + (f" ({'; '.join(hints)})" if hints else "")
+        + f"; known: {', '.join(known) or 'none'}"
+    )
 
 
 def _plugin_error_row(plugin: str, problem: str) -> CheckResult:

@@ -2,7 +2,11 @@
 
 Exit codes (a contract scripts rely on): 0 ready / done; 1 not ready (a check failed) or
 the thing asked about is not there; 2 usage or configuration error, with one message
-naming what is wrong; 70 an internal error (a bug: please report it).
+naming what is wrong; 3 the report was made and printed but could not be kept or
+delivered (spool, timeline, --output: a warning on stderr says which; its readiness is
+in the report); 4 the daemon failed during the check (no report); 70 an internal error
+(a bug: please report it). Output cut short by the reader (``| head``) ends quietly
+with 141, as a process killed by SIGPIPE would.
 """
 
 from __future__ import annotations
@@ -21,14 +25,17 @@ from rich.console import Console
 from agentd import __version__, aio, logs
 from agentd.fileio import write_atomic
 from agentd.app import App
-from agentd.errors import AgentdError, ConfigError, UsageError
+from agentd.errors import AgentdError, ConfigError, DaemonFailed, UsageError
 from agentd.model import Report
 from agentd.redact import redact_text
 
 EXIT_READY = 0
 EXIT_NOT_READY = 1
 EXIT_USAGE = 2
+EXIT_NOT_KEPT = 3
+EXIT_DAEMON_FAILED = 4
 EXIT_INTERNAL = 70
+EXIT_BROKEN_PIPE = 141
 
 log = structlog.get_logger("agentd.cli")
 
@@ -63,7 +70,10 @@ def build_parser(commands: Sequence[Any] = ()) -> _Parser:
             "measures this PC's path to the media and signaling edge, pulls what Genesys Cloud "
             "recorded about a call, and names the cause with its evidence."
         ),
-        epilog="Exit codes: 0 ready/done, 1 not ready, 2 usage or configuration error, 70 internal error.",
+        epilog=(
+            "Exit codes: 0 ready/done, 1 not ready, 2 usage or configuration error, 3 report made but not kept "
+            "or delivered, 4 the daemon failed during the check, 70 internal error."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"agentd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -149,6 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("agentd: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        code = _reader_left()
+    try:  # what is still buffered: a reader that left shows here at the latest
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _reader_left()
+    except (OSError, ValueError):
+        pass
     if aio.abandoned:
         # a check is stuck in a blocking call: joining its thread would hold the process
         sys.stdout.flush()
@@ -191,6 +209,11 @@ def _main(argv: list[str]) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"agentd: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except DaemonFailed as exc:
+        print(f"agentd: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_DAEMON_FAILED
+    except BrokenPipeError:
+        return _reader_left()
     except AgentdError as exc:
         print(f"agentd: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_NOT_READY
@@ -202,6 +225,18 @@ def _main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _reader_left() -> int:
+    """The reader of stdout went away (``agentd config show | head -1``): stop quietly.
+    stdout is pointed at /dev/null so the interpreter's own flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def _commands_without_config(disabled: Sequence[str]) -> list:
@@ -252,15 +287,16 @@ def _check(args: argparse.Namespace, app: App) -> int:
 
     err = Console(stderr=True)
     progress_on = not args.json and err.is_terminal
+    warnings: list[str] = []
     with LiveProgress(err, enabled=progress_on) as progress:
         report = None
         if not args.no_daemon:  # the same report, run by the daemon when it answers
             from agentd.daemon import check_through_daemon
 
-            report = aio.run(check_through_daemon(args, progress))
+            report = aio.run(check_through_daemon(args, progress, warnings=warnings))
         if report is None:
             report = aio.run(app.run_check(args.profile, on_event=progress, only=args.only, deadline_s=args.deadline))
-    return _emit(report, args, app)
+    return _emit(report, args, app, warnings=warnings)
 
 
 def _diagnose(args: argparse.Namespace, app: App) -> int:
@@ -281,25 +317,41 @@ def _diagnose(args: argparse.Namespace, app: App) -> int:
     return _emit(report, args, app)
 
 
-def _emit(report: Report, args: argparse.Namespace, app: App) -> int:
+def _emit(report: Report, args: argparse.Namespace, app: App, *, warnings: list[str] | None = None) -> int:
+    """Print the report, and keep and deliver it as asked. Printing comes first and each
+    later step fails alone: a full disk costs a warning and exit 3, never the report."""
     from agentd.render import render_report
 
+    warnings = list(warnings or ())
     text = report.to_json()
-    if getattr(args, "output", None):
-        write_atomic(Path(args.output), text + "\n")
-    if getattr(args, "html", None):
-        from agentd.report_html import write_html
-
-        write_html(report, Path(args.html))
-    if getattr(args, "upload", False):
-        from agentd.delivery import upload
-
-        aio.run(upload(app, report))
     if args.json:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
     else:
         render_report(report, stdout_console())
+    if getattr(args, "output", None):
+        try:
+            write_atomic(Path(args.output), text + "\n")
+        except OSError as exc:
+            warnings.append(f"--output {args.output} not written: {exc.strerror or exc}")
+            print(f"agentd: warning: {warnings[-1]}", file=sys.stderr)
+    if getattr(args, "html", None):
+        from agentd.report_html import write_html
+
+        try:
+            write_html(report, Path(args.html))
+        except OSError as exc:
+            warnings.append(f"--html {args.html} not written: {exc.strerror or exc}")
+            print(f"agentd: warning: {warnings[-1]}", file=sys.stderr)
+    if getattr(args, "upload", False):
+        from agentd.delivery import upload
+
+        outcome = aio.run(upload(app, report))
+        if outcome.spool_error:
+            warnings.append(f"report {report.id} not spooled: {outcome.spool_error}")
+            print(f"agentd: warning: {warnings[-1]}", file=sys.stderr)
+    if warnings:
+        return EXIT_NOT_KEPT
     return EXIT_READY if report.ready else EXIT_NOT_READY
 
 

@@ -165,15 +165,17 @@ class Daemon:
         deadline_s: float | None = None,
         upload: bool = False,
         on_delivered: Callable[[str], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> Report:
         """One check run at a time (probes of two runs would disturb each other's figures).
 
         The run goes on in its own task: a control client that leaves does not cancel it.
         When the daemon stops, an unfinished run is cut short and still yields a report
-        (finished checks as they ended, the others as errors)."""
+        (finished checks as they ended, the others as errors). ``on_warning`` hears what
+        could not be done with the report (spooled, recorded, saved)."""
         assert self._run_lock is not None
         async with self._run_lock:
-            job = asyncio.ensure_future(self._run_job(profile, trigger, on_event, list(only), deadline_s, upload, on_delivered))
+            job = asyncio.ensure_future(self._run_job(profile, trigger, on_event, list(only), deadline_s, upload, on_delivered, on_warning))
             self._jobs.add(job)
             job.add_done_callback(self._jobs.discard)
             return await asyncio.shield(job)
@@ -187,6 +189,7 @@ class Daemon:
         deadline_s: float | None,
         upload: bool,
         on_delivered: Callable[[str], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> Report:
         started = time.monotonic()
         titles: dict[str, str] = {}
@@ -213,9 +216,36 @@ class Daemon:
         finally:
             self._runs.discard(run)
             self.current_run = None
+        # Delivery first, bookkeeping after: a full or broken state disk must not cost the
+        # report its way to the caller and the sinks. Each failure after is a warning.
+        warnings: list[str] = []
+        if trigger == "schedule" or upload:
+            said, problem = await self._deliver(report)
+            if problem:
+                warnings.append(problem)
+            if on_delivered is not None:
+                on_delivered(said)
         self.last_report = report
-        _save_last_report(report)
-        if self.timeline is not None:
+        problem = _save_last_report(report)
+        if problem:
+            warnings.append(problem)
+        problem = self._record_report(report, profile, trigger)
+        if problem:
+            warnings.append(problem)
+        for text in warnings:
+            log.warning("report not kept", report=report.id, problem=text)
+            if on_warning is not None:
+                on_warning(text)
+        self.notifier.status(self._status_line())
+        if upload or trigger == "schedule":
+            self._flush_soon()
+        return report
+
+    def _record_report(self, report: Report, profile: str, trigger: str) -> str | None:
+        """The report in the timeline (correlation reads earlier probes there); the problem, if any."""
+        if self.timeline is None:
+            return None
+        try:
             self.timeline.record(
                 "check.report",
                 {"id": report.id, "profile": profile, "trigger": trigger, "ready": report.ready,
@@ -223,12 +253,20 @@ class Daemon:
                  # what correlation reads of earlier probes (plugins/FINDINGS.md, "The local timeline")
                  "checks": [{"id": c.id, "status": str(c.status), "metrics": c.metrics} for c in report.checks]},
             )
-        if trigger == "schedule" or upload:
-            said = await self._deliver(report)
-            if on_delivered is not None:
-                on_delivered(said)
-        self.notifier.status(self._status_line())
-        return report
+        except Exception as exc:  # sqlite3.OperationalError "database or disk is full" and the like
+            return f"report {report.id} not recorded in the timeline: {exc}"
+        return None
+
+    def _flush_soon(self) -> None:
+        """Older reports a delivery left waiting go out in the background, not in front of the caller."""
+        if _delivery_module() is None or any(t.get_name() == "spool.flush-now" for t in self._tasks):
+            return
+        if self._stop is not None and self._stop.is_set():
+            return
+        pending = getattr(_delivery_module(), "pending_count", None)
+        if pending is not None and pending(self.app) == 0:
+            return
+        self.spawn(self._flush_spool(self.settings.flush_timeout_s), name="spool.flush-now")
 
     def _cut_short(self, profile: str, titles: dict[str, str], finished: dict[str, CheckResult], started: float) -> Report:
         from agentd.app import agent_info
@@ -244,26 +282,29 @@ class Daemon:
         )
         return self.app.correlate(report)
 
-    async def _deliver(self, report: Report) -> str:
+    async def _deliver(self, report: Report) -> tuple[str, str | None]:
         """Through agentd.delivery (spool, then sinks) when it is there, else a file in
-        the state directory. Returns one line saying what happened."""
+        the state directory. Returns one line saying what happened, and a warning when
+        the report could not be kept."""
         delivery = _delivery_module()
         deliver = getattr(delivery, "deliver_report", None) if delivery else None
         if deliver is not None:
             try:
                 outcome = await deliver(self.app, report)
                 describe = getattr(delivery, "describe", None)
-                return describe(outcome) if describe else f"report {report.id} delivered"
+                said = describe(outcome) if describe else f"report {report.id} delivered"
+                spool_error = getattr(outcome, "spool_error", None)
+                return said, (f"report {report.id} not spooled: {spool_error}" if spool_error else None)
             except Exception as exc:  # delivery keeps its own spool; the report is also kept below
                 log.error("report delivery failed", report=report.id, error=f"{type(exc).__name__}: {exc}")
         folder = paths.state_dir() / "reports"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             write_atomic(folder / f"{report.id}.json", report.to_json() + "\n")
-            return f"report {report.id} written to {folder}"
+            return f"report {report.id} written to {folder}", None
         except OSError as exc:
             log.error("report not written", folder=str(folder), error=exc.strerror)
-            return f"report {report.id} not delivered: {exc.strerror}"
+            return f"report {report.id} not delivered: {exc.strerror}", f"report {report.id} not kept: {exc.strerror}"
 
     async def _scheduled(self, due: DueRun) -> None:
         log.info("scheduled check", slot=isoformat(due.slot), missed=due.missed, profile=due.profile)
@@ -347,6 +388,8 @@ class Daemon:
             "last_report": None if last is None else
             {"id": last.id, "created": last.created, "profile": last.profile, "ready": last.ready},
             "timeline": self.timeline.stats() if self.timeline is not None else None,
+            # wall-clock steps noticed (NTP after sleep, a clock set by hand): why a slot moved
+            "clock_steps": [step.to_dict() for step in self.scheduler.clock_steps] if self.scheduler else [],
             "tasks": sorted(t.get_name() for t in self._tasks),
             "not_configured": self.app.plugins.unconfigured(self.app.config),
             **self._plugin_status(),
@@ -536,12 +579,14 @@ def _delivery_module() -> Any:
         return None
 
 
-def _save_last_report(report: Report) -> None:
+def _save_last_report(report: Report) -> str | None:
+    """Keep the report for ``agentd status`` after a restart; the problem, if any."""
     try:
         paths.state_dir().mkdir(parents=True, exist_ok=True)
         write_atomic(paths.state_dir() / LAST_REPORT, report.to_json() + "\n")
     except OSError as exc:
-        log.warning("last report not saved", error=exc.strerror)
+        return f"report {report.id} not saved as the last report: {exc.strerror or exc}"
+    return None
 
 
 def _load_last_report() -> Report | None:
@@ -590,6 +635,16 @@ def status_command(args: argparse.Namespace) -> int:
     for service, login in sorted((status.get("logins") or {}).items()):
         if isinstance(login, dict):
             lines.append(f"login ({service}): {login.get('summary') or 'none'}")
+    steps = status.get("clock_steps") or []
+    if steps:
+        from agentd.clocks import span
+
+        last_step = steps[-1]
+        lines.append(
+            f"clock: moved {'forward' if last_step['by_s'] > 0 else 'back'} {span(abs(last_step['by_s']))} at {last_step['at']}"
+            + (f" ({len(steps)} steps since start)" if len(steps) > 1 else "")
+            + "; the schedule was re-planned from the new time"
+        )
     if status.get("timeline"):
         t = status["timeline"]
         lines.append(f"timeline: {t['samples']} samples, {t['events']} events, {t['size_bytes'] / 2**20:.1f} MB, last sample {t['last_sample']}")
@@ -632,7 +687,9 @@ def reload_command(args: argparse.Namespace) -> int:
     return 1
 
 
-async def check_through_daemon(args: argparse.Namespace, on_event: EventCallback | None) -> Report | None:
+async def check_through_daemon(
+    args: argparse.Namespace, on_event: EventCallback | None, *, warnings: list[str] | None = None
+) -> Report | None:
     """``agentd check`` through a running daemon; None when there is none (run in-process then)."""
     from agentd.control import ControlClient
     from agentd.errors import ControlError
@@ -660,6 +717,7 @@ async def check_through_daemon(args: argparse.Namespace, on_event: EventCallback
         config=str(path) if path and explicit else None,
         upload=upload,
         on_event=on_event,
+        warnings=warnings,
     )
     if report is not None and upload:
         # the daemon delivered it, with the service's own credentials: the CLI must not again

@@ -4,7 +4,14 @@
 
 A sink that fails keeps the report in the spool for the next flush (``agentd check
 --upload``, ``agentd reports flush``, the daemon); a sink that already acknowledged it
-is not asked again. A sink that is down is tried once per flush, not once per report.
+is not asked again. A sink that is down (it failed retryably or did not answer in time)
+is tried once per flush, not once per report.
+
+A new report goes first: :meth:`Delivery.submit` delivers it under its own budget
+(``[spool] sink_timeout_s``, the wait for the spool lock included) and gives older
+pending reports only a short budget after it; the daemon flushes those in the
+background. A spool that cannot take the report (a full or read-only disk) does not
+cost it: it is offered to the sinks directly, and the outcome says it was not spooled.
 
 This module is also a plugin (entry point ``delivery``): it declares ``[spool]`` and the
 ``agentd reports`` command.
@@ -14,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
@@ -48,6 +57,11 @@ class SpoolSettings:
     lock_wait_s: float = field(default=10.0, metadata={"help": "how long to wait while another agentd process is delivering", "min": 0})
 
 
+OTHERS_BUDGET_S = 5.0
+"""What a foreground delivery gives older pending reports after its own (the daemon
+delivers the rest in the background)."""
+
+
 SPOOL_SECTION = ConfigSection("spool", SpoolSettings, "the local spool reports wait in until every sink has them")
 
 
@@ -73,6 +87,17 @@ class DeliveryOutcome:
     failed: dict[str, str] = field(default_factory=dict)
     """Sink name -> why it did not take the report (it stays in the spool)."""
     left_spool: bool = False
+    spool_error: str | None = None
+    """Why the spool could not keep the report (it was then offered to the sinks directly)."""
+    moved_aside: str | None = None
+    """The spool file was unreadable or not what its name says: where it was put."""
+    note: str | None = None
+    """Anything else the user must know (a spool file renamed to the id inside it)."""
+
+    @property
+    def done(self) -> bool:
+        """Every sink has it, and it was not merely moved aside."""
+        return self.left_spool and self.moved_aside is None and not self.failed
 
 
 def spool_settings(config: Config) -> SpoolSettings:
@@ -115,31 +140,79 @@ class Delivery:
     def stores(self) -> list[ReportStore]:
         return [s for s in self.sinks if isinstance(s, ReportStore)]
 
-    async def submit(self, report: Report) -> DeliveryOutcome:
-        """Spool ``report`` durably, then flush everything pending (older reports first)."""
-        self.spool.put(report.id, report.to_json().encode("utf-8"))
-        outcomes = await self.flush()
-        for outcome in outcomes:
-            if outcome.report_id == report.id:
-                return outcome
-        return DeliveryOutcome(report.id, failed={"spool": "another agentd process is delivering; it stays in the spool"})
+    async def submit(self, report: Report, *, others_budget_s: float | None = OTHERS_BUDGET_S) -> DeliveryOutcome:
+        """Spool ``report`` durably and deliver it, within ``sink_timeout_s`` in all; then
+        older pending reports for at most ``others_budget_s`` (0: not now; None: no bound).
 
-    async def flush(self, only: str | None = None) -> list[DeliveryOutcome]:
-        """Offer every pending report (or just ``only``) to the sinks that lack it."""
+        A spool that cannot take it (full or read-only disk) does not lose it: it goes to
+        the sinks directly, and the outcome's ``spool_error`` says why it was not kept."""
+        payload = report.to_json().encode("utf-8")
+        try:
+            self.spool.put(report.id, payload)
+        except (DeliveryError, OSError) as exc:
+            why = _why(exc)
+            log.error("report not spooled; offering it to the sinks directly", report=report.id, error=why)
+            return await self._deliver_unspooled(report, payload, why)
+        ends = time.monotonic() + self.sink_timeout_s
+        outcomes = await self.flush(only=report.id, ends=ends)
+        outcome = next((o for o in outcomes if o.report_id == report.id), None)
+        if outcome is None:
+            outcome = DeliveryOutcome(
+                report.id, failed={"spool": "another agentd process is delivering; the report stays in the spool for it"})
+        if others_budget_s is None or others_budget_s > 0:
+            try:
+                async with asyncio.timeout(others_budget_s):
+                    await self.flush(skip=report.id, lock_wait_s=0.0)
+            except TimeoutError:
+                log.info("older pending reports left for the next flush", budget_s=others_budget_s)
+        return outcome
+
+    async def _deliver_unspooled(self, report: Report, payload: bytes, why: str) -> DeliveryOutcome:
+        return await deliver_directly(self.sinks, report, payload, why=why, timeout_s=self.sink_timeout_s)
+
+    async def flush(
+        self,
+        only: str | None = None,
+        *,
+        skip: str | None = None,
+        ends: float | None = None,
+        lock_wait_s: float | None = None,
+    ) -> list[DeliveryOutcome]:
+        """Offer every pending report (or just ``only``, never ``skip``) to the sinks that
+        lack it. ``ends`` (a ``time.monotonic()`` moment) bounds the wait for the lock and
+        each sink's deadline."""
         if not self.sinks:
-            return [DeliveryOutcome(e.report_id, failed={"-": "no sink is configured"}) for e in self.spool.entries()]
-        with self.spool.locked(self.lock_wait_s) as mine:
+            return [DeliveryOutcome(e.report_id, failed={"-": "no sink is configured"}) for e in self.spool.entries()
+                    if (only is None or e.report_id == only) and e.report_id != skip]
+        wait = self.lock_wait_s if lock_wait_s is None else lock_wait_s
+        if ends is not None:
+            wait = min(wait, max(0.0, ends - time.monotonic()))
+        async with self._lock(wait) as mine:
             if not mine:
                 log.warning("another agentd process is delivering; leaving the spool to it")
                 return []
             down: dict[str, str] = {}  # sinks that failed retryably in this flush: not retried per report
             outcomes = []
             for entry in self.spool.entries():
-                if only is None or entry.report_id == only:
-                    outcomes.append(await self._deliver_one(entry, down))
+                if (only is None or entry.report_id == only) and entry.report_id != skip:
+                    outcomes.append(await self._deliver_one(entry, down, ends))
             return outcomes
 
-    async def _deliver_one(self, entry: SpoolEntry, down: dict[str, str]) -> DeliveryOutcome:
+    @contextlib.asynccontextmanager
+    async def _lock(self, wait_s: float):
+        """The spool's lock without blocking the event loop while another holder has it."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self.spool.locked(0.0) as mine:
+                if mine:
+                    yield True
+                    return
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            await asyncio.sleep(0.05)
+
+    async def _deliver_one(self, entry: SpoolEntry, down: dict[str, str], ends: float | None = None) -> DeliveryOutcome:
         waiting_only = [s for s in self.sinks if s.name not in entry.acked]
         if waiting_only and all(s.name in down for s in waiting_only):  # nothing to try: do not even read it
             return DeliveryOutcome(
@@ -147,6 +220,7 @@ class Delivery:
                 already=tuple(s.name for s in self.sinks if s.name in entry.acked),
                 failed={s.name: down[s.name] for s in waiting_only},
             )
+        note = None
         try:
             payload = entry.read()
             report = Report.from_json(payload)
@@ -154,12 +228,16 @@ class Delivery:
             return DeliveryOutcome(entry.report_id, left_spool=True)
         except (ValueError, KeyError, TypeError) as exc:
             # A report that cannot be read would block the spool forever: keep it aside.
-            corrupt = self.spool.folder / "corrupt"
-            corrupt.mkdir(exist_ok=True)
-            entry.path.replace(corrupt / entry.path.name)
-            self.spool.remove(entry.report_id)
-            log.error("spooled report is unreadable; moved aside", report=entry.report_id, to=str(corrupt), error=str(exc))
-            return DeliveryOutcome(entry.report_id, failed={"spool": f"unreadable, moved to {corrupt}"}, left_spool=True)
+            where = self._move_aside(entry)
+            log.error("spooled report is unreadable; moved aside", report=entry.report_id, to=where, error=str(exc))
+            return DeliveryOutcome(entry.report_id, failed={"spool": f"unreadable, moved to {where}"}, left_spool=True, moved_aside=where)
+        if report.id != entry.report_id:
+            # The file's name is what the spool tracks (acks, removal): a report under
+            # another name would be posted on every flush and never leave. Give it its
+            # own name once, or put it aside when that name is taken or unusable.
+            entry, note = self._repair_name(entry, report.id)
+            if entry is None:
+                return DeliveryOutcome(report.id, failed={"spool": note}, left_spool=True, moved_aside=note)
         already = tuple(s.name for s in self.sinks if s.name in entry.acked)
         todo = [s for s in self.sinks if s.name not in entry.acked]
         waiting = [s for s in todo if s.name in down]
@@ -167,14 +245,17 @@ class Delivery:
         failed = {s.name: down[s.name] for s in waiting}
 
         async def one(sink: Sink) -> str | None:
+            timeout = self.sink_timeout_s if ends is None else round(max(0.05, min(self.sink_timeout_s, ends - time.monotonic())), 1)
             try:
-                async with asyncio.timeout(self.sink_timeout_s):
+                async with asyncio.timeout(timeout):
                     await sink.deliver(report, payload)
             except TimeoutError:
-                return f"no acknowledgement within {self.sink_timeout_s:g} s"
+                why = f"no acknowledgement within {timeout:g} s"
+                down[sink.name] = f"not tried: it gave no acknowledgement within {timeout:g} s for report {report.id} in this flush"
+                return why
             except DeliveryError as exc:
                 if exc.retryable:
-                    down[sink.name] = str(exc)
+                    down[sink.name] = f"not tried: it failed for report {report.id} in this flush ({redact_text(str(exc))})"
                 return str(exc)
             except Exception as exc:  # a broken sink plugin must not lose the report
                 return f"{type(exc).__name__}: {exc}"
@@ -192,7 +273,34 @@ class Delivery:
         left = not failed
         if left:
             self.spool.remove(report.id)
-        return DeliveryOutcome(report.id, tuple(delivered), already, failed, left)
+        return DeliveryOutcome(report.id, tuple(delivered), already, failed, left, note=note)
+
+    def _move_aside(self, entry: SpoolEntry) -> str:
+        corrupt = self.spool.folder / "corrupt"
+        corrupt.mkdir(exist_ok=True)
+        entry.path.replace(corrupt / entry.path.name)
+        self.spool.remove(entry.report_id)
+        return str(corrupt / entry.path.name)
+
+    def _repair_name(self, entry: SpoolEntry, inner_id: str) -> tuple[SpoolEntry | None, str]:
+        """Rename ``entry`` to the id inside it: (the renamed entry, a note), or (None, why
+        it was moved aside) when that id cannot be a file name or is already spooled."""
+        try:
+            safe_name(inner_id, "report id")
+            usable = self.spool.get(inner_id) is None
+        except DeliveryError:
+            usable = False
+        if not usable:
+            where = self._move_aside(entry)
+            why = f"spool file {entry.path.name} holds report {inner_id!r}, not {entry.report_id}; moved to {where}"
+            log.error("spooled report's name and id disagree; moved aside", file=entry.path.name, id=inner_id, to=where)
+            return None, why
+        target = self.spool.folder / f"{inner_id}.json"
+        entry.path.replace(target)
+        self.spool.remove(entry.report_id)  # its markers were for the wrong name: every sink is asked
+        note = f"spool file {entry.path.name} held report {inner_id}; renamed to {target.name}"
+        log.warning("spooled report's name and id disagreed; renamed", file=entry.path.name, id=inner_id)
+        return SpoolEntry(inner_id, target, entry.size, frozenset()), note
 
 
 # -- the plugin side: [spool] and `agentd reports` ------------------------------------------
@@ -348,47 +456,108 @@ async def _flush(delivery: Delivery) -> int:
 def _print_outcomes(outcomes: list[DeliveryOutcome]) -> int:
     for outcome in outcomes:
         print(describe(outcome))
-    return 0 if all(o.left_spool for o in outcomes) else 1
+    return 0 if all(o.done for o in outcomes) else 1
 
 
 def describe(outcome: DeliveryOutcome) -> str:
     parts = []
+    if outcome.spool_error:
+        parts.append(f"not spooled ({outcome.spool_error})")
+    if outcome.note:
+        parts.append(outcome.note)
     if outcome.delivered:
         parts.append(f"delivered to {', '.join(outcome.delivered)}")
     if outcome.already:
         parts.append(f"already at {', '.join(outcome.already)}")
     for sink, why in outcome.failed.items():
         parts.append(f"{sink}: {why}")
-    state = "done" if outcome.left_spool else ("not delivered" if "spool" in outcome.failed else "kept in the spool")
+    if outcome.moved_aside:
+        state = "moved aside, not delivered"
+    elif outcome.spool_error:
+        state = "delivered; not kept in the spool" if not outcome.failed else "not kept; the sinks that failed will not get it"
+    elif outcome.left_spool:
+        state = "done"
+    else:
+        state = "not delivered" if "spool" in outcome.failed else "kept in the spool"
     return f"report {outcome.report_id}: {'; '.join(parts) or 'nothing to do'} ({state})"
 
 
-async def upload(app: App, report: Report) -> DeliveryOutcome:
-    """What ``--upload`` does: spool the report, flush the spool; say what happened on stderr."""
+def _open_delivery(app: App, report: Report) -> Delivery | DeliveryOutcome:
     try:
-        outcome = await Delivery.from_app(app).submit(report)
-    except (DeliveryError, OSError) as exc:  # an unwritable state folder must not cost the printed report
-        outcome = DeliveryOutcome(report.id, failed={"spool": _why(exc)})
+        return Delivery.from_app(app)
+    except (DeliveryError, OSError) as exc:  # the spool folder cannot even be made
+        return DeliveryOutcome(report.id, failed={"spool": _why(exc)}, spool_error=_why(exc))
+
+
+async def upload(app: App, report: Report) -> DeliveryOutcome:
+    """What ``--upload`` does: spool the report and deliver it (older pending ones get a
+    short budget after it); say what happened on stderr."""
+    delivery = _open_delivery(app, report)
+    if isinstance(delivery, DeliveryOutcome):
+        # an unusable spool folder: the sinks are built without it, the report goes to them directly
+        outcome = await _direct(app, report, delivery.spool_error or "")
+    else:
+        outcome = await delivery.submit(report)
     print(f"agentd: {describe(outcome)}", file=sys.stderr)
     return outcome
 
 
+async def _direct(app: App, report: Report, why: str) -> DeliveryOutcome:
+    sinks = [sink for _, sink in app.plugins.collect_sinks(app.config)]
+    payload = report.to_json().encode("utf-8")
+    return await deliver_directly(sinks, report, payload, why=why, timeout_s=spool_settings(app.config).sink_timeout_s)
+
+
+async def deliver_directly(sinks: Sequence[Sink], report: Report, payload: bytes, *, why: str, timeout_s: float) -> DeliveryOutcome:
+    """A report the spool could not keep: every sink once, in parallel, under the
+    per-sink deadline; nothing is recorded (there is nowhere to)."""
+
+    async def one(sink: Sink) -> str | None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await sink.deliver(report, payload)
+        except TimeoutError:
+            return f"no acknowledgement within {timeout_s:g} s"
+        except Exception as exc:  # a broken sink plugin too: say it, go on
+            return redact_text(str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}")
+        return None
+
+    results = await asyncio.gather(*(one(s) for s in sinks))
+    delivered = tuple(s.name for s, error in zip(sinks, results) if error is None)
+    failed = {s.name: error for s, error in zip(sinks, results) if error is not None}
+    if not sinks:
+        failed = {"-": "no sink is configured"}
+    return DeliveryOutcome(report.id, delivered, (), failed, left_spool=False, spool_error=why)
+
+
 async def deliver_report(app: App, report: Report) -> DeliveryOutcome:
     """The daemon's way in (scheduled runs, ``upload`` over the control socket): like
-    ``--upload``, but logged instead of printed."""
-    try:
-        outcome = await Delivery.from_app(app).submit(report)
-    except (DeliveryError, OSError) as exc:
-        log.error("report not spooled", report=report.id, error=_why(exc))
-        return DeliveryOutcome(report.id, failed={"spool": _why(exc)})
-    if outcome.failed:
+    ``--upload`` without the older reports (the daemon flushes those in the background),
+    logged instead of printed."""
+    delivery = _open_delivery(app, report)
+    if isinstance(delivery, DeliveryOutcome):
+        outcome = await _direct(app, report, delivery.spool_error or "")
+    else:
+        outcome = await delivery.submit(report, others_budget_s=0)
+    if outcome.spool_error:
+        log.error("report not spooled", report=report.id, error=outcome.spool_error, failed=outcome.failed)
+    elif outcome.failed:
         log.warning("report kept in the spool", report=report.id, failed=outcome.failed)
     return outcome
 
 
 async def flush_spool(app: App) -> list[DeliveryOutcome]:
-    """Deliver what is pending (the daemon calls it at start-up and before it stops)."""
+    """Deliver what is pending (the daemon calls it at start-up, after each delivery that
+    left older reports waiting, now and then, and before it stops)."""
     return await Delivery.from_app(app).flush()
+
+
+def pending_count(app: App) -> int:
+    """How many reports wait in the spool (0 when it cannot be read)."""
+    try:
+        return len(open_spool(app.config).entries())
+    except OSError:
+        return 0
 
 
 def _why(exc: BaseException) -> str:

@@ -10,7 +10,9 @@ by the collector. Authentication is a bearer token, an HMAC signature, or both:
 Answers: 2xx (and 409, "I have it already") acknowledge. 408, 425, 429 and 5xx, and
 transport failures, are retried with jittered exponential backoff (``Retry-After``
 honoured up to ``max_backoff_s``); other 4xx are not (the report stays in the spool
-until the configuration is fixed).
+until the configuration is fixed). A request sent but not answered within ``timeout_s``
+is not posted again in the same delivery: a stalled collector may be storing it, and
+copies would only pile up; the next flush asks again.
 """
 
 from __future__ import annotations
@@ -91,6 +93,14 @@ class HttpSink:
                 wait: float | None = None
                 try:
                     response = await client.post(s.url, content=payload, headers=self.headers(report, payload))
+                except httpx.ReadTimeout:
+                    # The request went out and no answer came: the collector may be storing
+                    # it. Posting again now only piles copies onto a stalled collector; the
+                    # next flush asks again (the Idempotency-Key keeps it stored once).
+                    raise DeliveryError(
+                        f"collector {self.where} did not answer within {s.timeout_s:g} s for report {report.id} "
+                        "(ReadTimeout); not posted again until the next flush"
+                    ) from None
                 except httpx.HTTPError as exc:
                     last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 else:

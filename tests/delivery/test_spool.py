@@ -56,7 +56,10 @@ async def test_a_sink_that_is_down_is_tried_once_per_flush_and_others_still_deli
         spool.put(make_report(n).id, make_report(n).to_json().encode())
     outcomes = await Delivery(spool, [down, good]).flush()
     assert len(down.calls) == 1 and len(good.calls) == 5
-    assert all(o.failed == {"down": "refused"} for o in outcomes)
+    assert outcomes[0].failed == {"down": "refused"}
+    # the others were not tried, and say so naming the report that failed, not as their own failure
+    assert all(o.failed["down"] == f"not tried: it failed for report {make_report(0).id} in this flush (refused)"
+               for o in outcomes[1:])
     assert [e.acked for e in spool.entries()] == [frozenset({"good"})] * 5
 
 

@@ -11,7 +11,14 @@ What every call gets:
   idempotent calls: retried with jittered exponential backoff;
 - failures mapped to the :class:`agentd.errors.GenesysError` subtree, with the
   ``ININ-Correlation-Id`` of the response logged and kept on the error;
-- no token, secret or Authorization header in logs or exception text.
+- no token, secret or Authorization header in logs or exception text;
+- bounds on what comes back: the body is read streamed and refused past
+  ``max_response_bytes`` (:data:`MAX_RESPONSE_BYTES` unless the call says otherwise),
+  the whole read of one attempt has the call's deadline (a server dribbling bytes
+  cannot hold it), JSON nested deeper than :data:`MAX_JSON_DEPTH` is refused before it
+  is parsed, and a 3xx is an error naming the redirect and its target (the API does not
+  redirect; a proxy or a captive portal does), unless the call expects a redirect
+  within the API's own origin. Each of these errors names the request.
 
 ``request`` / ``get`` / ``post`` / ``patch`` / ``put`` / ``delete`` return the decoded JSON
 body (``None`` for an empty body). ``pages`` follows ``pageNumber``/``pageCount``;
@@ -22,12 +29,15 @@ follows ``nextUri``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import operator
 import random
 import re
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Mapping
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import structlog
@@ -62,6 +72,11 @@ _BACKOFF_CAP_S = 10.0
 _DEFAULT_RETRY_AFTER_S = 3.0
 _MAX_429_RETRIES = 50  # a 429 storm is bounded by the retry budget; this bounds the count
 _MAX_PAGES = 1000  # a bound on every paging loop, whatever the server says
+MAX_RESPONSE_BYTES = 16 * 2**20
+"""The largest answer read (a page of 100 analytics conversations is well under 2 MB)."""
+MAX_JSON_DEPTH = 64
+"""Genesys answers nest a dozen levels; deeper is a broken or hostile answer."""
+_MAX_REDIRECTS = 3
 _PERMISSION = re.compile(r"\b[a-zA-Z]+:[a-zA-Z*]+(?::[a-zA-Z*]+)?\b")
 
 
@@ -133,7 +148,8 @@ class GenesysClient:
             timeout=httpx.Timeout(settings.timeout_s),
             verify=verify,
             transport=transport,
-            headers={"User-Agent": USER_AGENT, "X-Genesys-Client-Id": self.client_id_header},
+            # only encodings _decompress undoes under the size cap
+            headers={"User-Agent": USER_AGENT, "X-Genesys-Client-Id": self.client_id_header, "Accept-Encoding": "gzip, deflate"},
             follow_redirects=False,
         )
         self.tokens = tokens or token_manager(settings, self)
@@ -161,24 +177,30 @@ class GenesysClient:
         json_body: Any = None,
         timeout_s: float | None = None,
         expected_statuses: tuple[int, ...] = (),
+        max_response_bytes: int | None = None,
+        follow_same_origin_redirect: bool = False,
     ) -> Any:
         """Call ``path`` (``/api/v2/...`` on the API host, or an absolute URL there).
 
         ``expected_statuses``: failures the caller handles as an ordinary answer (a 404 of
         an optional endpoint); they are still raised, but logged at debug level only.
+        ``max_response_bytes``: a larger answer is refused (MalformedResponse naming the
+        request and the cap). ``follow_same_origin_redirect``: a 3xx to the same scheme,
+        host and port is followed (at most three); any other 3xx is an error.
         """
         method = method.upper()
         url = path if path.startswith("http") else f"{self.settings.api_base}{path}"
+        cap = max_response_bytes or MAX_RESPONSE_BYTES
         budget_ends = time.monotonic() + self.settings.retry_budget_s
         refreshed = False
         attempt = 0
+        redirects = 0
         token = await self.tokens.token()
         while True:
             attempt += 1
             try:
-                response = await self.http.request(
-                    method,
-                    url,
+                response = await self._send(
+                    method, url, path, cap,
                     params=_clean_params(params),
                     json=json_body,
                     headers={"Authorization": f"Bearer {token.value}"},
@@ -198,6 +220,13 @@ class GenesysClient:
                 raise error from None
             self._note_rate_limit(response)
             status = response.status_code
+            if 300 <= status < 400:
+                target = _redirect_target(response, url)
+                if follow_same_origin_redirect and target and _same_origin(target, url) and redirects < _MAX_REDIRECTS:
+                    redirects += 1
+                    url = target
+                    continue
+                raise _redirect_error(response, method, path, target)
             if status < 400:
                 return _decode(response, method, path)
             correlation = response.headers.get("ININ-Correlation-Id")
@@ -228,6 +257,31 @@ class GenesysClient:
                     await asyncio.sleep(wait)
                     continue
             raise _error_for(response, method, path)
+
+    async def _send(self, method: str, url: str, path: str, cap: int, *, timeout: float, **kw: Any) -> httpx.Response:
+        """One attempt, its body read streamed under ``cap`` bytes and within ``timeout`` in all."""
+        request = self.http.build_request(method, url, timeout=timeout, **kw)
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self.http.send(request, stream=True)
+                try:
+                    declared = _int(response.headers.get("Content-Length"))
+                    if declared is not None and declared > cap:
+                        raise _too_large(response, method, path, cap, f"it announces {declared} bytes")
+                    chunks, size = [], 0
+                    async for chunk in response.aiter_raw():
+                        size += len(chunk)
+                        if size > cap:
+                            raise _too_large(response, method, path, cap, f"more than {cap} bytes arrived")
+                        chunks.append(chunk)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"the whole answer did not arrive within {timeout:g} s", request=request) from None
+        body = b"".join(chunks)
+        # a plain response holding the bytes as they came: the callers' .json()/.content work as before
+        content = _decompress(response, body, method, path, cap)
+        return httpx.Response(response.status_code, headers=_plain_headers(response.headers), content=content, request=request)
 
     async def get(self, path: str, **kw: Any) -> Any:
         return await self.request("GET", path, **kw)
@@ -372,17 +426,103 @@ def _backoff(attempt: int, base_s: float = _BACKOFF_BASE_S) -> float:
 def _decode(response: httpx.Response, method: str, path: str) -> Any:
     if response.status_code == 204 or not response.content:
         return None
+    correlation = response.headers.get("ININ-Correlation-Id")
+    depth = json_depth(response.content)
+    if depth > MAX_JSON_DEPTH:
+        log.warning("API answer nested too deeply", method=method, path=_short(path), depth=depth, correlation_id=correlation)
+        raise MalformedResponse(
+            f"{method} {_short(path)}: HTTP {response.status_code} answer is JSON nested {depth} levels deep "
+            f"(more than {MAX_JSON_DEPTH}); refused",
+            status=response.status_code, correlation_id=correlation, path=_short(path),
+        )
     try:
         return response.json()
-    except (ValueError, UnicodeDecodeError):
-        correlation = response.headers.get("ININ-Correlation-Id")
-        log.warning("API answer is not JSON", method=method, path=_short(path), status=response.status_code, correlation_id=correlation)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        kind = (response.headers.get("Content-Type") or "no content type").split(";")[0].strip()
+        hint = " (an HTML page: a proxy, captive portal or login page answered)" if "html" in kind else ""
+        log.warning("API answer is not JSON", method=method, path=_short(path), status=response.status_code, content_type=kind, correlation_id=correlation)
         raise MalformedResponse(
-            f"{method} {_short(path)}: HTTP {response.status_code} answer is not JSON",
+            f"{method} {_short(path)}: HTTP {response.status_code} answer is not JSON ({kind}){hint}",
             status=response.status_code,
             correlation_id=correlation,
             path=_short(path),
         ) from None
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+_STEP = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep ``raw`` nests arrays and objects, without parsing it (no recursion, C speed)."""
+    if b"[" not in raw and b"{" not in raw:
+        return 0
+    marks = _JSON_STRING.sub(b'""', raw).translate(None, _BRACKETS).translate(_STEP)
+    # each opening bracket is 2 and each closing one 0: depth after mark i is sum - (i + 1)
+    return max(0, max(map(operator.sub, itertools.accumulate(marks), itertools.count(1)), default=0))
+
+
+def _too_large(response: httpx.Response, method: str, path: str, cap: int, what: str) -> MalformedResponse:
+    correlation = response.headers.get("ININ-Correlation-Id")
+    log.warning("API answer too large; refused", method=method, path=_short(path), cap_bytes=cap, correlation_id=correlation)
+    return MalformedResponse(
+        f"{method} {_short(path)}: HTTP {response.status_code} answer larger than the {cap // 2**20} MiB cap ({what}); refused",
+        status=response.status_code, correlation_id=correlation, path=_short(path),
+    )
+
+
+def _decompress(response: httpx.Response, raw: bytes, method: str, path: str, cap: int) -> bytes:
+    """The body as the server meant it (gzip/deflate/br undone), still under ``cap``."""
+    encoding = (response.headers.get("Content-Encoding") or "").strip().lower()
+    if not encoding or encoding == "identity":
+        return raw
+    import zlib
+
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        wbits = 16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS
+        inflater = zlib.decompressobj(wbits)
+        try:
+            body = inflater.decompress(raw, cap + 1)  # a zip bomb stops at the cap
+        except zlib.error:
+            raise MalformedResponse(f"{method} {_short(path)}: the {encoding} answer does not decompress", path=_short(path)) from None
+        if len(body) > cap or inflater.unconsumed_tail:
+            raise _too_large(response, method, path, cap, "decompressed")
+        return body
+    raise MalformedResponse(f"{method} {_short(path)}: answer in an unsupported encoding {encoding!r}", path=_short(path))
+
+
+def _plain_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
+    """The headers without those that described the bytes on the wire (now decoded)."""
+    return [(k, v) for k, v in headers.multi_items() if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+
+
+def _redirect_target(response: httpx.Response, url: str) -> str | None:
+    location = response.headers.get("Location")
+    return urljoin(url, location) if location else None
+
+
+def _same_origin(a: str, b: str) -> bool:
+    x, y = urlsplit(a), urlsplit(b)
+    return (x.scheme, x.hostname, x.port) == (y.scheme, y.hostname, y.port)
+
+
+def _redirect_error(response: httpx.Response, method: str, path: str, target: str | None) -> GenesysError:
+    correlation = response.headers.get("ININ-Correlation-Id")
+    shown = _short_url(target) if target else "no Location"
+    log.warning("API call redirected", method=method, path=_short(path), status=response.status_code, to=shown)
+    return MalformedResponse(
+        f"{method} {_short(path)}: HTTP {response.status_code} redirect to {shown}; the Genesys Cloud API does not "
+        "redirect (a proxy or captive portal, or a wrong api_base_url?)",
+        status=response.status_code, correlation_id=correlation, path=_short(path),
+    )
+
+
+def _short_url(url: str) -> str:
+    """scheme://host[:port]/path of a URL, for messages: no query, no user:password."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 def _list_field(body: Any, key: str, path: str, *, missing_ok: bool = False) -> list[Any]:

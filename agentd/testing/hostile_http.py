@@ -1,0 +1,126 @@
+"""A loopback HTTP server that answers the way broken proxies and hostile servers do,
+for the Genesys client's bounds (tests and ``python -m benchmarks``).
+
+Paths: ``/huge?mb=N`` (N MB, no Content-Length, read until close), ``/huge-declared?mb=N``
+(announces N MB), ``/nested?depth=N`` (``[[[...]]]``), ``/redirect`` (302 to another host,
+with a JSON body), ``/moved`` (301, no body), ``/html`` (200, a login page),
+``/drip`` (headers, then one byte every half second), ``/ok`` (a small JSON object).
+Everything else: 404. Runs in its own thread with its own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from urllib.parse import parse_qs, urlsplit
+
+CHUNK = b"x" * 65536
+
+
+class HostileServer:
+    def __init__(self) -> None:
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+        self.requests: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> HostileServer:
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="hostile-http", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def stop() -> None:
+            assert self._server is not None
+            self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            target = head.split(b" ", 2)[1].decode()
+            self.requests.append(target)
+            parts = urlsplit(target)
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            await self._answer(parts.path, query, writer)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, path: str, query: dict[str, str], writer: asyncio.StreamWriter) -> None:
+        def head(status: str, headers: dict[str, str]) -> None:
+            lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+            writer.write("\r\n".join(lines).encode())
+
+        if path in ("/huge", "/huge-declared"):
+            size = int(float(query.get("mb", "50")) * 2**20)
+            headers = {"Content-Type": "application/json", "Connection": "close"}
+            if path == "/huge-declared":
+                headers["Content-Length"] = str(size)
+            head("200 OK", headers)
+            writer.write(b'["')
+            sent = 2
+            while sent < size - 2:
+                piece = CHUNK[: min(len(CHUNK), size - 2 - sent)]
+                writer.write(piece)
+                sent += len(piece)
+                await writer.drain()
+            writer.write(b'"]')
+            await writer.drain()
+        elif path == "/nested":
+            depth = int(query.get("depth", "100000"))
+            body = b"[" * depth + b"]" * depth
+            head("200 OK", {"Content-Type": "application/json", "Content-Length": str(len(body))})
+            writer.write(body)
+        elif path == "/redirect":
+            body = json.dumps({"id": "not-the-answer"}).encode()
+            head("302 Found", {"Location": "https://login.portal.invalid/landing?next=x", "Content-Type": "application/json",
+                               "Content-Length": str(len(body))})
+            writer.write(body)
+        elif path == "/moved":
+            head("301 Moved Permanently", {"Location": "/api/v2/elsewhere", "Content-Length": "0"})
+        elif path == "/html":
+            body = b"<!doctype html><html><body><form>Sign in to the proxy</form></body></html>"
+            head("200 OK", {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(body))})
+            writer.write(body)
+        elif path == "/drip":
+            head("200 OK", {"Content-Type": "application/json", "Content-Length": "1000"})
+            for _ in range(1000):
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.5)
+        elif path == "/ok":
+            body = json.dumps({"id": "fine", "entities": []}).encode()
+            head("200 OK", {"Content-Type": "application/json", "Content-Length": str(len(body))})
+            writer.write(body)
+        else:
+            head("404 Not Found", {"Content-Length": "0"})
+        await writer.drain()

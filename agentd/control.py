@@ -67,6 +67,8 @@ MAX_REQUEST = 64 * 2**10
 """Requests are a few hundred bytes; a longer line is a broken or hostile peer."""
 MAX_CLIENTS = 32
 """Connections served at once; together with MAX_REQUEST this bounds request buffers."""
+LINGER_BYTES = 16 * 2**20
+"""At most this much of a refused request is read (and dropped) so the answer arrives."""
 REQUEST_READ_S = 5.0
 """A client has this long to send its request line (a slow or silent one is dropped)."""
 
@@ -143,6 +145,7 @@ class ControlServer:
             if busy:
                 log.warning("control connection refused: too many at once", limit=MAX_CLIENTS)
                 await _send(writer, {"ok": False, "error": f"busy: {MAX_CLIENTS} control connections are open; try again"})
+                await _close_gently(reader, writer, max_s=0.5)
                 return
             # read the request either way: answering before it is read races the sender
             request, problem = await _read_request(reader)
@@ -156,6 +159,7 @@ class ControlServer:
                 if problem:
                     log.info("malformed control request", error=problem)
                     await _send(writer, {"ok": False, "error": f"bad request: {problem}"})
+                    await _close_gently(reader, writer)
                 return
             await self._handle(request, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -257,6 +261,24 @@ class ControlServer:
         except (ConnectionError, asyncio.CancelledError):
             # the client left or the daemon stops: the run ends under its own deadline, its report kept
             raise
+
+
+async def _close_gently(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, max_s: float = 2.0) -> None:
+    """Answered before the client finished sending: take (and drop) what it still sends
+    for a moment. Closing a Unix socket with unread data resets it, and the client would
+    lose the answer it was given. Bounded in time and bytes; nothing is kept."""
+    try:
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(max_s):
+            dropped = 0
+            while dropped < LINGER_BYTES:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                dropped += len(chunk)
+    except (TimeoutError, ConnectionError, OSError, ValueError):
+        pass
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[dict[str, Any] | None, str | None]:

@@ -154,7 +154,8 @@ class Delivery:
             log.error("report not spooled; offering it to the sinks directly", report=report.id, error=why)
             return await self._deliver_unspooled(report, payload, why)
         ends = time.monotonic() + self.sink_timeout_s
-        outcomes = await self.flush(only=report.id, ends=ends)
+        down: dict[str, str] = {}  # a sink that failed it is not asked for older ones now either
+        outcomes = await self.flush(only=report.id, ends=ends, down=down)
         outcome = next((o for o in outcomes if o.report_id == report.id), None)
         if outcome is None:
             outcome = DeliveryOutcome(
@@ -162,7 +163,7 @@ class Delivery:
         if others_budget_s is None or others_budget_s > 0:
             try:
                 async with asyncio.timeout(others_budget_s):
-                    await self.flush(skip=report.id, lock_wait_s=0.0)
+                    await self.flush(skip=report.id, lock_wait_s=0.0, down=down)
             except TimeoutError:
                 log.info("older pending reports left for the next flush", budget_s=others_budget_s)
         return outcome
@@ -177,10 +178,11 @@ class Delivery:
         skip: str | None = None,
         ends: float | None = None,
         lock_wait_s: float | None = None,
+        down: dict[str, str] | None = None,
     ) -> list[DeliveryOutcome]:
         """Offer every pending report (or just ``only``, never ``skip``) to the sinks that
         lack it. ``ends`` (a ``time.monotonic()`` moment) bounds the wait for the lock and
-        each sink's deadline."""
+        each sink's deadline; ``down`` carries the sinks found down by an earlier flush."""
         if not self.sinks:
             return [DeliveryOutcome(e.report_id, failed={"-": "no sink is configured"}) for e in self.spool.entries()
                     if (only is None or e.report_id == only) and e.report_id != skip]
@@ -191,7 +193,8 @@ class Delivery:
             if not mine:
                 log.warning("another agentd process is delivering; leaving the spool to it")
                 return []
-            down: dict[str, str] = {}  # sinks that failed retryably in this flush: not retried per report
+            if down is None:
+                down = {}  # sinks that failed retryably in this flush: not retried per report
             outcomes = []
             for entry in self.spool.entries():
                 if (only is None or entry.report_id == only) and entry.report_id != skip:

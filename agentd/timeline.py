@@ -11,6 +11,13 @@ the same file read-only (:func:`open_existing`). Retention: rows older than
 ``retention_days`` are deleted, samples older than a day are thinned to one a minute,
 and the file is kept under ``max_bytes`` by deleting the oldest samples first; all at
 most once per ``PRUNE_EVERY_S`` so writes stay cheap.
+
+Retention ages rows by time the timeline witnessed, not by the wall clock alone: a
+wall clock that jumps 15 days ahead (a bad RTC, a user's typo) must not delete two
+weeks of history in one prune. The "retention clock" (table ``meta``) advances by the
+steady clock while the daemon runs, and across a restart by the wall-clock gap, but by
+at most :data:`MAX_UNWITNESSED_S` (a day) per start. A real long power-off then ages
+the data gradually (a day per start, plus the time running); the size bound still holds.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any, Iterable, Mapping
 import structlog
 
 from agentd import paths
+from agentd.clocks import span, steady
 from agentd.model import isoformat, parse_time
 
 log = structlog.get_logger("agentd.timeline")
@@ -38,12 +46,15 @@ FULL_RESOLUTION_S = 86400.0
 """Samples of the last day are kept as taken (incidents are mostly diagnosed the same day)..."""
 THINNED_STEP_S = 60.0
 """...older ones one per minute: 14 days at 5 s would be ~160 MB, thinned ~25 MB."""
+MAX_UNWITNESSED_S = 86400.0
+"""The most the retention clock moves at one start for time the timeline did not see pass."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS host_samples (at REAL NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS host_samples_at ON host_samples (at);
 CREATE TABLE IF NOT EXISTS events (at REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 TimeLike = datetime | str | float | int
@@ -88,7 +99,9 @@ class Timeline:
         self.readonly = readonly
         self.retention_days = retention_days
         self.max_bytes = max_bytes
-        self._last_prune = 0.0
+        self._last_prune: float | None = None  # steady clock
+        self._retention_now: float | None = None  # the retention clock (epoch seconds) ...
+        self._retention_steady = 0.0  # ... at this steady moment
         if readonly:
             # mode=ro: never creates or changes the file, even while the daemon writes to it
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
@@ -102,7 +115,7 @@ class Timeline:
             self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA busy_timeout=2000")
         if not readonly:
-            self.prune()  # at start too: a daemon restarted often would otherwise never prune
+            self._prune_quietly()  # at start too: a daemon restarted often would otherwise never prune
 
     # -- writing ------------------------------------------------------------------------
 
@@ -122,14 +135,50 @@ class Timeline:
         self._maybe_prune()
 
     def _maybe_prune(self) -> None:
-        now = time.time()  # the wall clock, not the row's own time (rows may be back-filled)
-        if now - self._last_prune >= PRUNE_EVERY_S:
-            self.prune(now)
+        if self._last_prune is None or steady() - self._last_prune >= PRUNE_EVERY_S:
+            self._prune_quietly()
+
+    def _prune_quietly(self) -> None:
+        """Prune; a failure (a full disk) is logged and tried again at the next interval."""
+        try:
+            self.prune()
+        except sqlite3.Error as exc:
+            self._last_prune = steady()
+            log.warning("timeline not pruned", file=str(self.path), error=str(exc))
+
+    def retention_now(self) -> float:
+        """The moment retention ages rows against: witnessed time, not a jumpy wall clock."""
+        if self._retention_now is None:
+            self._retention_now, self._retention_steady = self._start_retention_clock(), steady()
+        moment = steady()
+        self._retention_now += max(0.0, moment - self._retention_steady)
+        self._retention_steady = moment
+        return self._retention_now
+
+    def _start_retention_clock(self) -> float:
+        wall = time.time()
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'retention_clock'").fetchone()
+            saved = json.loads(row[0]) if row else None
+            trusted, saved_wall = float(saved["now"]), float(saved["wall"])
+        except (sqlite3.Error, ValueError, KeyError, TypeError):
+            return wall  # a new file, or one from an older agentd: the wall clock is all there is
+        gap = wall - saved_wall
+        if gap > MAX_UNWITNESSED_S:
+            log.warning("the wall clock is far ahead of what the timeline saw; ageing its rows by at most a day for now",
+                        ahead=span(gap), file=str(self.path))
+        return trusted + min(max(0.0, gap), MAX_UNWITNESSED_S)
+
+    def _save_retention_clock(self, now: float) -> None:
+        value = json.dumps({"now": now, "wall": time.time()})
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('retention_clock', ?)", (value,))
 
     def prune(self, now: float | None = None) -> int:
-        """Apply retention and the size bound; returns the rows deleted."""
-        now = now if now is not None else time.time()
-        self._last_prune = now
+        """Apply retention and the size bound; returns the rows deleted. ``now`` (tests):
+        the moment to age rows against, instead of the retention clock."""
+        now = now if now is not None else self.retention_now()
+        self._last_prune = steady()
+        self._save_retention_clock(now)
         cutoff = now - self.retention_days * 86400
         deleted = 0
         for table in ("host_samples", "events"):
@@ -217,6 +266,7 @@ class Timeline:
     def close(self) -> None:
         try:
             if not self.readonly:
+                self._save_retention_clock(self.retention_now())
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             pass

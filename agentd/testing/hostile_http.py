@@ -6,12 +6,16 @@ Paths: ``/huge?mb=N`` (N MB, no Content-Length, read until close), ``/huge-decla
 with a JSON body), ``/moved`` (301, no body), ``/html`` (200, a login page),
 ``/drip`` (headers, then one byte every half second), ``/ok`` (a small JSON object).
 Everything else: 404. Runs in its own thread with its own event loop.
+
+:func:`flood_unterminated` is the same spirit on the daemon's control socket: many
+clients each sending megabytes with no newline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from urllib.parse import parse_qs, urlsplit
 
@@ -124,3 +128,54 @@ class HostileServer:
         else:
             head("404 Not Found", {"Content-Length": "0"})
         await writer.drain()
+
+
+async def flood_unterminated(path: str, clients: int, line_bytes: int) -> tuple[int, int]:
+    """Each client sends ``line_bytes`` without a newline; returns (answered, refused/reset)."""
+    chunk = b"x" * 65536
+    answered = reset = 0
+
+    async def one() -> None:
+        # a raw socket: after the daemon closes, its answer is still there to read
+        # (asyncio's streams drop the transport at the first failed write)
+        nonlocal answered, reset
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            for _ in range(100):  # a full listen backlog refuses at once: a real client tries again
+                sock.setblocking(False)
+                try:
+                    await loop.sock_connect(sock, path)
+                    sock.getpeername()  # asyncio takes a Unix socket's EAGAIN for "in progress": check
+                    break
+                except OSError:  # a full backlog: a new socket, a moment later
+                    sock.close()
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    await asyncio.sleep(0.1)
+            else:
+                raise ConnectionRefusedError("listen backlog stayed full")
+            sock.setblocking(False)
+            sent = 0
+            try:
+                while sent < line_bytes:
+                    await loop.sock_sendall(sock, chunk)
+                    sent += len(chunk)
+            except OSError:
+                pass  # answered and closed before taking it all
+            data = b""
+            while b"\n" not in data:
+                got = await asyncio.wait_for(loop.sock_recv(sock, 4096), 30)
+                if not got:
+                    break
+                data += got
+            if b"\n" in data and b'"ok": false' in data:
+                answered += 1
+            else:
+                reset += 1
+        except (OSError, asyncio.TimeoutError):
+            reset += 1
+        finally:
+            sock.close()
+
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return answered, reset

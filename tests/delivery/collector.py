@@ -4,7 +4,8 @@ It dedupes on ``Idempotency-Key`` (as a collector must for exactly-once), checks
 bearer token or the HMAC signature, and can be switched between behaviours:
 ``down`` (the port refuses connections), ``unavailable`` (503), ``store_then_hang``
 (keeps the report, then holds the answer back: a client killed now never learns it
-was stored) and ``up``.
+was stored), ``stall`` (holds every answer ``stall_s`` seconds, then stores: a collector
+behind an overloaded proxy) and ``up``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Collector:
     mode: str = "down"
     retry_after: str | None = None
     unavailable_posts: int = 0  # answer 503 to this many posts, then store (no timer races)
+    stall_s: float = 60.0
     stored: dict[str, bytes] = field(default_factory=dict)
     stores: Counter = field(default_factory=Counter)
     posts: Counter = field(default_factory=Counter)
@@ -75,6 +77,8 @@ class Collector:
                     collector.unavailable_posts = max(0, collector.unavailable_posts - 1)
                     headers = {"Retry-After": collector.retry_after} if collector.retry_after else {}
                     return self._answer(503, {"error": "warming up"}, headers)
+                if collector.mode == "stall":
+                    collector.release.wait(collector.stall_s)  # bounded; close() releases it
                 duplicate = collector.keep(key, body)
                 if collector.mode == "store_then_hang":
                     collector.in_flight.set()

@@ -164,3 +164,59 @@ async def test_the_daemons_entry_points_deliver_and_flush(agentd_env):
     [flushed] = await flush_spool(app)
     assert flushed.report_id == make_report(2).id and flushed.left_spool
     assert open_spool(app.config).entries() == []
+
+
+async def test_a_spool_file_named_otherwise_than_its_report_is_renamed_once(tmp_path):
+    from agentd.delivery import describe
+
+    spool = Spool(tmp_path)
+    a, b = make_report(1), make_report(2)
+    spool.put(a.id, b.to_json().encode())  # file a.json holds report b
+    sink = CountingSink("good")
+    [outcome] = await Delivery(spool, [sink]).flush()
+    assert outcome.report_id == b.id and outcome.done and f"held report {b.id}" in outcome.note
+    assert sink.calls == [b.id]
+    assert spool.entries() == [] and await Delivery(spool, [sink]).flush() == []  # once, not on every flush
+    assert "(done)" in describe(outcome)
+
+
+async def test_a_spool_file_whose_inner_id_is_taken_is_moved_aside_and_not_called_done(tmp_path):
+    from agentd.delivery import _print_outcomes, describe
+
+    spool = Spool(tmp_path)
+    a, b = make_report(1), make_report(2)
+    spool.put(a.id, b.to_json().encode())
+    spool.put(b.id, b.to_json().encode())
+    sink = CountingSink("good")
+    outcomes = await Delivery(spool, [sink]).flush()
+    aside = outcomes[0]
+    assert aside.moved_aside and not aside.done and "(moved aside, not delivered)" in describe(aside)
+    assert (tmp_path / "corrupt" / f"{a.id}.json").exists()
+    assert sink.calls == [b.id] and spool.entries() == []
+    assert _print_outcomes(outcomes) == 1  # `agentd reports flush` does not say all is well
+
+
+async def test_a_new_report_goes_first_and_older_ones_get_a_short_budget(tmp_path):
+    import asyncio
+    import time
+
+    class SlowForOld:
+        name = "slow"
+
+        def __init__(self):
+            self.calls = []
+
+        async def deliver(self, report, payload):
+            self.calls.append(report.id)
+            if report.id != make_report(9).id:
+                await asyncio.sleep(30)
+
+    spool = Spool(tmp_path)
+    for n in (1, 2):
+        spool.put(make_report(n).id, make_report(n).to_json().encode())
+    sink = SlowForOld()
+    started = time.monotonic()
+    outcome = await Delivery(spool, [sink], sink_timeout_s=20).submit(make_report(9), others_budget_s=0.5)
+    assert outcome.done and sink.calls[0] == make_report(9).id
+    assert time.monotonic() - started < 5  # not 30 s per older report
+    assert [e.report_id for e in spool.entries()] == [make_report(1).id, make_report(2).id]

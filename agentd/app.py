@@ -201,7 +201,7 @@ class App:
         return items
 
     def correlate(self, report: Report) -> Report:
-        from agentd.correlation import timeline_evidence
+        from agentd.correlation import timeline_evidence, unexplained_checks, unexplained_verdict
 
         history = timeline_evidence(report, self.timeline)  # the PC's own minutes next to the call's
         if history is not None:
@@ -211,6 +211,9 @@ class App:
         verdicts: list[Verdict] = [v for _, v in self.plugins.correlate(findings)]
         for failure in self.plugins.failures[before:]:
             log.error("correlation rule failed", plugin=failure.plugin, error=failure.error)
+        fallback = unexplained_verdict(unexplained_checks(report, verdicts))
+        if fallback is not None:
+            verdicts.append(fallback)
         order = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
         verdicts.sort(key=lambda v: (order.get(v.severity, 3), -v.confidence, v.code))
         return report.with_verdicts(verdicts)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-from agentd.model import CheckResult, Evidence, Report
+from agentd.model import CheckResult, Evidence, Report, Severity, Status, Verdict
 
 if TYPE_CHECKING:
     from agentd.config import Config
@@ -93,4 +93,37 @@ def timeline_evidence(report: Report, timeline: Any) -> Evidence | None:
         window_start=isoformat(start),
         window_end=isoformat(end),
         data={"host_samples": samples, "events": events},
+    )
+
+
+# -- every bad check is named -----------------------------------------------------------------
+
+UNEXPLAINED_CODE = "check.unexplained"
+BAD_STATUSES = (Status.FAIL, Status.WARN, Status.ERROR)
+
+
+def unexplained_checks(report: Report, verdicts: Iterable[Verdict]) -> list[CheckResult]:
+    """Checks that ended ``fail``, ``warn`` or ``error`` and are in no verdict's evidence."""
+    named = {ref for v in verdicts for ref in v.evidence}
+    return [c for c in report.checks if c.status in BAD_STATUSES and f"check:{c.id}" not in named]
+
+
+def unexplained_verdict(checks: Sequence[CheckResult]) -> Verdict | None:
+    """The last word of correlation: checks no rule explained still reach helpdesk, under
+    ``check.unexplained``, with their own summaries (a red row with no finding is a dead end)."""
+    if not checks:
+        return None
+    rows = "; ".join(f"{c.id} {c.status}: {c.summary}" for c in checks)
+    errors_only = all(c.status is Status.ERROR for c in checks)
+    return Verdict(
+        code=UNEXPLAINED_CODE,
+        severity=Severity.WARNING if any(c.status is Status.FAIL for c in checks) else Severity.INFO,
+        confidence=0.5,
+        summary=f"No rule names a cause for {len(checks)} check(s) that did not pass ({rows}).",
+        next_step=(
+            "Re-run `agentd check` to see whether it repeats"
+            + ("; a check that did not finish points at the PC (load) or agentd itself: send the report to IT." if errors_only
+               else "; if it does, send this report to IT with the rows above: they are the evidence.")
+        ),
+        evidence=tuple(f"check:{c.id}" for c in checks),
     )

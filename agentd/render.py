@@ -56,9 +56,29 @@ def checks_table(checks: tuple[CheckResult, ...] | list[CheckResult]) -> Table:
     return table
 
 
+def report_headline(report: Report) -> tuple[str, str]:
+    """What a report's title says, and its tone (``ready``, ``not-ready``, or a severity).
+
+    A readiness check says READY / NOT READY. An incident report (a conversation was
+    diagnosed) says what was found: the top verdict (verdicts come sorted, most severe
+    and surest first), or that no cause was found; "READY" says nothing about a call that
+    already failed."""
+    if report.conversation_id or report.profile == "incident":
+        if not report.verdicts:
+            return "no cause found", "ready"
+        top = report.verdicts[0]
+        more = len(report.verdicts) - 1
+        return f"found {top.code} ({top.severity})" + (f" +{more} more" if more else ""), str(top.severity)
+    return ("READY", "ready") if report.ready else ("NOT READY", "not-ready")
+
+
+HEADLINE_STYLE = {"ready": "bold green", "not-ready": "bold red", **{str(k): v for k, v in SEVERITY_STYLE.items()}}
+
+
 def render_report(report: Report, console: Console) -> None:
     """Verdicts first with their next steps, then the checks, then evidence in brief."""
-    verdict_word = Text("READY", style="bold green") if report.ready else Text("NOT READY", style="bold red")
+    words, tone = report_headline(report)
+    verdict_word = Text(words, style=HEADLINE_STYLE.get(tone, "bold"))
     title = Text.assemble(
         ("agentd ", "bold"),
         (report.profile, "bold"),

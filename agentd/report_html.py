@@ -271,6 +271,7 @@ h1 { font-size: 1.4rem; margin: 0 0 4px; } h2 { font-size: 1.1rem; margin: 28px 
 .meta { color: #5b6472; font-size: .9rem; }
 .badge { display: inline-block; padding: 2px 10px; border-radius: 12px; font-weight: 700; color: #fff; }
 .ready { background: #2e7d32; } .not-ready { background: #c62828; }
+.badge.critical { background: #c62828; } .badge.warning { background: #b26a00; } .badge.info { background: #1565c0; }
 .verdict { background: #fff; border-left: 6px solid #999; border-radius: 6px; padding: 10px 14px; margin: 10px 0; box-shadow: 0 1px 2px #0001; }
 .verdict.critical { border-color: #c62828; } .verdict.warning { border-color: #ef8f00; } .verdict.info { border-color: #1976d2; }
 .verdict .code { font-family: ui-monospace, monospace; font-weight: 700; } .verdict .sev { text-transform: uppercase; font-size: .75rem; font-weight: 700; margin-right: 8px; }
@@ -403,7 +404,10 @@ def _charts(report: Report) -> str:
 
 
 def render_html(report: Report) -> str:
-    state = '<span class="badge ready">READY</span>' if report.ready else '<span class="badge not-ready">NOT READY</span>'
+    from agentd.render import report_headline
+
+    words, tone = report_headline(report)
+    state = f'<span class="badge {e(tone)}" id="headline">{e(words)}</span>'
     conversation = f" · conversation <code>{e(report.conversation_id)}</code>" if report.conversation_id else ""
     # "</" must not end the script element early; JSON allows "<\\/".
     data = report.to_json(indent=None).replace("</", "<\\/")

@@ -84,9 +84,17 @@ def default_interface() -> str | None:
     return max(candidates, key=lambda n: (counters[n].bytes_recv + counters[n].bytes_sent) if n in counters else 0)
 
 
+SYS_CLASS_NET = Path("/sys/class/net")
+"""Where Linux lists the network interfaces: the one seam of "is this link wireless".
+Tests point it at a folder of their own to make a real veth look like a Wi-Fi card."""
+
+
 def is_wifi(interface: str) -> bool:
+    """Whether ``interface`` is a wireless link. Linux: cfg80211 drivers give it a
+    ``wireless`` folder and a ``phy80211`` link in sysfs; elsewhere its name tells."""
     if sys.platform.startswith("linux"):
-        return Path(f"/sys/class/net/{interface}/wireless").exists() or Path(f"/sys/class/net/{interface}/phy80211").exists()
+        folder = SYS_CLASS_NET / interface
+        return (folder / "wireless").exists() or (folder / "phy80211").exists()
     return interface.lower().startswith(WIFI_PREFIXES)
 
 

@@ -9,12 +9,13 @@ guessing.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Mapping
 
 from agentd import hookimpl
 from agentd.correlation import Findings
-from agentd.model import Evidence, Severity, Verdict
+from agentd.model import Evidence, Severity, Status, Verdict
 
 from .base import (
     Thresholds,
@@ -22,6 +23,7 @@ from .base import (
     items,
     number,
     ok_evidence,
+    ref_check,
     ref_evidence,
     sorted_by_time,
     thresholds_of,
@@ -33,8 +35,43 @@ from .base import (
 
 @hookimpl
 def agentd_correlate(findings: Findings) -> list[Verdict]:
-    found = resource_exhaustion(findings, thresholds_of(findings))
-    return [found] if found is not None else []
+    limits = thresholds_of(findings)
+    found = resource_exhaustion(findings, limits)
+    now = pressure_now(findings, limits)
+    if found is not None and now is not None:  # one finding about the PC, with both
+        return [replace(found, evidence=tuple(dict.fromkeys((*found.evidence, *now.evidence))))]
+    return [v for v in (found, now) if v is not None]
+
+
+# The runner's words for a check that ran out of time (agentd/runner.py).
+OUT_OF_TIME = ("timed out after", "not finished within")
+
+
+def pressure_now(findings: Findings, limits: Thresholds) -> Verdict | None:
+    """The ``host`` check saw the PC under pressure while it ran (a pre-shift check): calls
+    from it may stutter now. Checks that ran out of time meanwhile are named with it, since
+    a starved PC is a likely reason they did not finish."""
+    host = findings.check("host")
+    if host is None or host.status is not Status.WARN:
+        return None
+    found = pressure(host.metrics, limits) or [host.summary.split(";")[0]]
+    starved = [
+        c for c in findings.report.checks
+        if c.status is Status.ERROR and c.id != host.id and any(w in c.summary for w in OUT_OF_TIME)
+    ]
+    cpu = number(host.metrics.get("cpu_pct"))
+    busy = cpu is not None and cpu > limits.cpu_pct
+    also = f"; {', '.join(c.id for c in starved)} ran out of time meanwhile, likely for the same reason" if starved and busy else ""
+    return verdict(
+        "host.resource_exhaustion",
+        Severity.WARNING,
+        0.6,
+        f"The PC is under pressure right now ({', '.join(found)}): the softphone's audio may stutter or drop{also}.",
+        "Close heavy applications and browser tabs (or wait for an update or scan to finish), then re-run "
+        "`agentd check`; if it recurs at every shift start, the PC needs more memory or CPU.",
+        [ref_check(host), *(ref_check(c) for c in starved if busy)],
+        limits.pick("cpu_pct", "mem_used_pct", "memory_pressure_avg10"),
+    )
 
 
 def silent_audio(item: Evidence) -> list[datetime]:

@@ -1,9 +1,10 @@
-"""Rules about the media path: congestion, UDP blocked, TCP fallback, no relay, NAT, TURN credentials.
+"""Rules about the media path: congestion, a lossy link, UDP blocked, TCP fallback, no relay,
+NAT, TURN credentials.
 
-Codes: ``network.isp_congestion``, ``network.firewall_udp_blocked``,
-``network.turn_tcp_fallback``, ``network.media_blocked``, ``network.symmetric_nat``,
-``config.turn_auth_failed``. Inputs: the ``stun``, ``nat``, ``turn.*``, ``udp.ports`` and
-``media.path`` checks, and the call's ``genesys.webrtc_diagnostics``,
+Codes: ``network.isp_congestion``, ``network.packet_loss``, ``network.firewall_udp_blocked``,
+``network.turn_tcp_fallback``, ``network.turn_fallback_blocked``, ``network.media_blocked``, ``network.symmetric_nat``,
+``config.turn_auth_failed``. Inputs: the ``stun``, ``nat``, ``turn.*``, ``udp.ports``,
+``media.path`` and ``host`` checks, and the call's ``genesys.webrtc_diagnostics``,
 ``genesys.browser_log``, ``genesys.call_quality`` and ``genesys.station`` evidence.
 """
 
@@ -13,7 +14,7 @@ from typing import Mapping
 
 from agentd import hookimpl
 from agentd.correlation import Findings
-from agentd.model import Evidence, Severity, Verdict
+from agentd.model import Evidence, Severity, Status, Verdict
 
 from .base import (
     Thresholds,
@@ -31,6 +32,7 @@ from .base import (
     sorted_by_time,
     thresholds_of,
     timeline_events,
+    timeline_host_samples,
     timeline_refs,
     verdict,
 )
@@ -48,8 +50,10 @@ def agentd_correlate(findings: Findings) -> list[Verdict]:
     limits = thresholds_of(findings)
     found = [
         isp_congestion(findings, limits),
+        packet_loss(findings, limits),
         firewall_udp_blocked(findings),
         turn_tcp_fallback(findings),
+        turn_fallback_blocked(findings),
         media_blocked(findings),
         symmetric_nat(findings),
         turn_auth_failed(findings),
@@ -221,17 +225,163 @@ def isp_congestion(findings: Findings, limits: Thresholds) -> Verdict | None:
     if not parts:
         return None
     local = any(r.startswith("check:") for r in refs) or bool(earlier)
+    facts = _add_line_refs(findings, refs)
     return verdict(
         "network.isp_congestion",
         Severity.WARNING,
         0.95 if local and server else (0.8 if server else 0.75),
-        "Congestion on the agent's own connection: " + "; ".join(parts) + ".",
+        "Congestion on the agent's own connection: " + "; ".join(parts) + _over(facts) + ".",
         "Move the PC to a wired connection or away from heavy traffic on the same line "
         "(video streaming, large uploads); if it persists, take the figures to the ISP. "
         "Re-run `agentd check --profile full` to confirm.",
         refs,
         limits.pick("loss_pct", "rtt_ms", "jitter_ms", "mos"),
     )
+
+
+def _high_rtt(media, limits: Thresholds) -> float | None:
+    """The media path's RTT (median or p95, the higher) when it is above the limit."""
+    rtt = max((v for v in (metric(media, "rtt_ms"), metric(media, "rtt_p95_ms")) if v is not None), default=None)
+    return rtt if rtt is not None and rtt > limits.rtt_ms else None
+
+
+def link_of(findings: Findings) -> tuple[list[str], dict[str, str]]:
+    """What carries this PC's traffic, from the ``host`` (and ``nat``) checks, or in
+    incident mode from the host samples of the call's minutes: (references, facts) with
+    ``wifi`` (the interface, with its signal when known) and ``vpn`` (the VPN interface
+    the default route goes through) when they apply."""
+    refs: list[str] = []
+    facts: dict[str, str] = {}
+    host = findings.check("host")
+    if host is not None and host.details:
+        interface = host.details.get("interface")
+        interface = interface if isinstance(interface, str) and interface else None
+        vpns = [str(v) for v in host.details.get("vpn_interfaces") or () if isinstance(v, str)]
+        if interface and host.details.get("interface_is_wifi") is True:
+            signal = number(host.details.get("wifi_signal_dbm"))
+            facts["wifi"] = interface + (f", signal {signal:.0f} dBm" if signal is not None else "")
+            refs.append(ref_check(host))
+        if interface and interface in vpns:
+            facts["vpn"] = interface
+            refs.append(ref_check(host))
+    window = call_window(findings)
+    if "wifi" not in facts and window is not None:
+        samples = timeline_host_samples(findings, window[0], window[1]) or []
+        signals = [number(s.get("wifi_signal_dbm")) for s in samples]
+        signals = [v for v in signals if v is not None]
+        if signals:  # the sampler records a signal only on a wireless default route
+            name = next((s.get("interface") for s in samples if s.get("interface")), "Wi-Fi")
+            facts["wifi"] = f"{name}, signal down to {min(signals):.0f} dBm during the call"
+            refs.extend([*window[2], *timeline_refs(findings)])
+    return list(dict.fromkeys(refs)), facts
+
+
+def _add_line_refs(findings: Findings, refs: list[str]) -> dict[str, str]:
+    """Add to ``refs`` what else shows the same line (UDP answers that came and went, the
+    host check naming Wi-Fi or a VPN); the link's facts for the summary."""
+    refs.extend(_intermittent_udp(findings))
+    link_refs, facts = link_of(findings)
+    refs.extend(link_refs)
+    return facts
+
+
+def _over(facts: Mapping[str, str]) -> str:
+    """"; the path runs over Wi-Fi (...) and the VPN wg0" for a summary, or nothing."""
+    where = []
+    if "wifi" in facts:
+        where.append(f"Wi-Fi ({facts['wifi']})")
+    if "vpn" in facts:
+        where.append(f"the VPN {facts['vpn']}")
+    return f"; the path runs over {' and '.join(where)}" if where else ""
+
+
+def _loss_next_step(facts: Mapping[str, str]) -> str:
+    steps = []
+    if "wifi" in facts:
+        steps.append(
+            f"The PC is on Wi-Fi ({facts['wifi']}): connect it by cable, or move it closer to the access point and "
+            "away from other 2.4 GHz traffic, then re-run `agentd check` to confirm the loss is gone."
+        )
+    if "vpn" in facts:
+        steps.append(
+            f"Media goes through the VPN ({facts['vpn']}): ask IT to route the Genesys media ranges "
+            f"({MEDIA_PORTS}) outside the tunnel (split tunnelling), or compare one `agentd check` without the VPN."
+        )
+    if not steps:
+        steps.append(
+            "The line itself loses packets while its delay is normal: check the cable and the home router, "
+            "test whether the loss stays on another line, then take the figures to the ISP (a policer or a faulty "
+            "line). On Wi-Fi or a VPN, try without them first."
+        )
+    return " ".join(steps)
+
+
+def packet_loss(findings: Findings, limits: Thresholds) -> Verdict | None:
+    """Loss or jitter above the limits without high RTT: a lossy link, not a congested one
+    (loss together with high RTT is ``network.isp_congestion``)."""
+    refs: list[str] = []
+    parts: list[str] = []
+    media = findings.check("media.path")
+    if ran(media):
+        transport = str(media.details.get("transport") or "udp").lower()
+        loss, jitter = metric(media, "loss_pct"), metric(media, "jitter_ms")
+        lossy = loss is not None and loss > limits.loss_pct
+        jittery = jitter is not None and jitter > limits.jitter_ms
+        # over TCP loss turns into delay (the fallback rule's); loss with high RTT is congestion
+        if transport not in TCP_TRANSPORTS and (lossy or jittery) and not (lossy and _high_rtt(media, limits)):
+            refs.append(ref_check(media))
+            figures = []
+            if loss is not None:
+                figures.append(f"loses {loss:.1f}% of packets")
+            if jitter is not None and (jittery or not lossy):
+                figures.append(f"jitter {jitter:.0f} ms")
+            rtt = metric(media, "rtt_ms")
+            delay = f" while its RTT is a normal {rtt:.0f} ms" if rtt is not None else ""
+            mos = metric(media, "mos")
+            low = f" (MOS {mos:.2f})" if mos is not None and mos < limits.mos else ""
+            parts.append(f"this PC's path to the media edge {' with '.join(figures)}{delay}{low}")
+    for item in ok_evidence(findings, "genesys.call_quality"):
+        loss, latency = number(item.data.get("lossPct")), number(item.data.get("maxLatencyMs"))
+        if loss is not None and loss > limits.loss_pct and (latency is None or latency <= limits.rtt_ms):
+            refs.append(ref_evidence(item))
+            mos = number(item.data.get("minMos"))
+            low = f", MOS fell to {mos:.2f}" if mos is not None and mos < limits.mos else ""
+            at = f" with latency at most {latency:.0f} ms" if latency is not None else ""
+            parts.append(f"Genesys measured {loss:.1f}% loss in the call{at}{low}")
+    if not parts:
+        return None
+    local = any(r.startswith("check:") for r in refs)
+    server = any(r.startswith("evidence:") for r in refs)
+    facts = _add_line_refs(findings, refs)
+    return verdict(
+        "network.packet_loss",
+        Severity.WARNING,
+        0.95 if local and server else (0.85 if local else 0.8),
+        "A lossy link (not congestion): " + "; ".join(parts) + _over(facts) + ".",
+        _loss_next_step(facts),
+        refs,
+        limits.pick("loss_pct", "jitter_ms", "rtt_ms", "mos"),
+    )
+
+
+def _intermittent_udp(findings: Findings) -> list[str]:
+    """Checks whose UDP answers came and went, which a lossy link explains: some STUN
+    bindings or sample ports unanswered while others answered, a UDP allocation that timed
+    out while UDP STUN got through."""
+    refs = []
+    stun = findings.check("stun")
+    bindings = items(stun.details.get("bindings")) if stun is not None else []
+    udp_lost = [b for b in bindings if b.get("transport", "udp") == "udp" and b.get("ok") is False and b.get("reason") == "timeout"]
+    if stun is not None and stun.status is Status.WARN and udp_lost:
+        refs.append(ref_check(stun))
+    ports = findings.check("udp.ports")
+    answered = metric(ports, "answered_pct")
+    if ran(ports) and answered is not None and 0 < answered < 100:
+        refs.append(ref_check(ports))
+    turn_udp = findings.check("turn.udp")
+    if turn_udp is not None and turn_udp.status in (Status.WARN, Status.FAIL) and reason(turn_udp) == "timeout" and udp_works_locally(findings):
+        refs.append(ref_check(turn_udp))
+    return refs
 
 
 def firewall_udp_blocked(findings: Findings) -> Verdict | None:
@@ -245,9 +395,21 @@ def firewall_udp_blocked(findings: Findings) -> Verdict | None:
     parts = []
     if ice:
         parts.append("the call's ICE negotiation went from checking to failed: audio never connected")
+    also: list[str] = []
     if local:
         parts.append("from this PC UDP to the media edge gets no answer while TCP/TLS gets through")
-    refs = [*(ref_evidence(i) for i in ice), *(udp_refs if local else []), *(tcp_refs if local else [])]
+        # the same firewall: some sample ports through (it filters by port), or TURN over
+        # one of TCP/TLS blocked too
+        ports = findings.check("udp.ports")
+        answered = metric(ports, "answered_pct")
+        if ran(ports) and answered is not None and 0 < answered < 100:
+            also.append(ref_check(ports))
+            parts.append(f"only {answered:.0f}% of the sampled media ports answered")
+        shut = [c for c in (findings.check(i) for i in ("turn.tcp", "turn.tls")) if failed(c) and reason(c) in BLOCKED_REASONS]
+        if shut:
+            also.extend(ref_check(c) for c in shut)
+            parts.append(f"{' and '.join(c.id for c in shut)} got no answer either")
+    refs = [*(ref_evidence(i) for i in ice), *(udp_refs if local else []), *(tcp_refs if local else []), *also]
     return verdict(
         "network.firewall_udp_blocked",
         Severity.CRITICAL,
@@ -312,31 +474,95 @@ def turn_tcp_fallback(findings: Findings) -> Verdict | None:
     )
 
 
+def _media_attempts_all_failed(media) -> list[Mapping]:
+    """The media path's attempts when it failed and every one failed for a network reason
+    (not the server refusing credentials); empty otherwise."""
+    attempts = items(media.details.get("attempts")) if failed(media) else []
+    if attempts and all(a.get("ok") is not True and a.get("reason") not in CREDENTIAL_REASONS for a in attempts):
+        return attempts
+    return []
+
+
+def turn_fallback_blocked(findings: Findings) -> Verdict | None:
+    """TURN over TCP or TLS fails while UDP media works: calls work today, but the fallback
+    the softphone needs when UDP is blocked or too lossy is gone (a port filtered, or TLS
+    intercepted by a proxy)."""
+    if not udp_works_locally(findings):
+        return None  # then it is a wider block: the firewall and media-blocked rules name it
+    shut = [c for c in (findings.check(i) for i in ("turn.tcp", "turn.tls")) if failed(c) and reason(c) not in CREDENTIAL_REASONS]
+    if not shut:
+        return None
+    described = []
+    intercepted = False
+    for check in shut:
+        cert = check.details.get("certificate") if isinstance(check.details.get("certificate"), Mapping) else {}
+        if reason(check) == "tls_untrusted":
+            intercepted = True
+            issuer = cert.get("issuer") or cert.get("subject")
+            described.append(f"{check.id}: untrusted certificate" + (f" issued by {issuer}" if issuer else ""))
+        else:
+            described.append(f"{check.id}: {reason(check) or 'failed'}")
+    step = (
+        "A proxy intercepts TLS to the TURN server: add the TURN hosts to its TLS-inspection bypass list."
+        if intercepted
+        else "Allow outbound TCP 3478 and TCP 443 to the TURN servers, so calls can fall back when UDP fails "
+        "(hotel or guest networks often block UDP)."
+    )
+    return verdict(
+        "network.turn_fallback_blocked",
+        Severity.WARNING,
+        0.8,
+        f"TURN over TCP/TLS does not get through ({'; '.join(described)}) while UDP works: calls work now, "
+        "but have no fallback when UDP is blocked or too lossy.",
+        step,
+        [ref_check(c) for c in shut],
+    )
+
+
 def media_blocked(findings: Findings) -> Verdict | None:
-    """No relay of any transport is reachable, and no media path got through."""
+    """No relay of any transport is reachable, or none carried media; with the STUN and
+    port checks that went unanswered the same way."""
     turns = [c for c in (findings.check(i) for i in TURN_CHECKS) if ran(c)]
     media = findings.check("media.path")
-    if any(passed(c) for c in turns) or passed(media):
+    if passed(media):
         return None
     refs, parts = [], []
-    if turns and all(failed(c) and reason(c) not in CREDENTIAL_REASONS for c in turns):
+    relay_reachable = any(passed(c) for c in turns)
+    if any(reason(c) == "dns" for c in turns) or reason(media) == "dns":
+        return None  # the relay's name does not resolve: the DNS rule names that, once
+    if turns and not relay_reachable and all(failed(c) and reason(c) not in CREDENTIAL_REASONS for c in turns):
         refs.extend(ref_check(c) for c in turns)
         parts.append("no TURN relay answered (" + ", ".join(f"{c.id}: {reason(c) or 'failed'}" for c in turns) + ")")
-    attempts = items(media.details.get("attempts")) if media is not None else []
-    if failed(media) and attempts and all(
-        a.get("ok") is not True and a.get("reason") not in CREDENTIAL_REASONS for a in attempts
-    ):
+    attempts = _media_attempts_all_failed(media)
+    if attempts:
         refs.append(ref_check(media))
-        parts.append("the media path test failed over " + ", ".join(str(a.get("transport")) for a in attempts))
+        over = ", ".join(f"{str(a.get('transport')).upper()} ({a.get('reason') or 'failed'})" for a in attempts)
+        if relay_reachable:
+            parts.append(f"a relay allocates ({', '.join(c.id for c in turns if passed(c))}), but no media got through it over {over}")
+        else:
+            parts.append(f"the media path test failed over {over}")
     if not refs:
         return None
+    if not relay_reachable:
+        # the same blackhole seen by the STUN and port checks
+        stun = findings.check("stun")
+        if failed(stun) and not any(b.get("ok") is True for b in items(stun.details.get("bindings"))):
+            refs.append(ref_check(stun))
+        ports = findings.check("udp.ports")
+        if failed(ports) and metric(ports, "answered_pct") in (0.0, None):
+            refs.append(ref_check(ports))
+    step = (
+        f"Allow outbound {MEDIA_PORTS} and TCP 443 to the Genesys media edge and the TURN servers "
+        "(firewall, VPN, proxy); without one of them no call gets audio."
+    )
+    if any(a.get("reason") == "tls_untrusted" for a in attempts):
+        step = "A proxy intercepts TLS to the TURN server: add the TURN hosts to its TLS-inspection bypass list. " + step
     return verdict(
         "network.media_blocked",
         Severity.CRITICAL,
-        0.9,
+        0.9 if not relay_reachable else 0.7,
         "Calls cannot carry audio from this PC: " + "; ".join(parts) + ".",
-        f"Allow outbound {MEDIA_PORTS} and TCP 443 to the Genesys media edge and the TURN servers "
-        "(firewall, VPN, proxy); without one of them no call gets audio.",
+        step,
         refs,
     )
 
@@ -360,16 +586,25 @@ def symmetric_nat(findings: Findings) -> Verdict | None:
 
 def turn_auth_failed(findings: Findings) -> Verdict | None:
     rejected = [c for c in (findings.check(i) for i in TURN_CHECKS) if failed(c) and reason(c) == "auth"]
-    if not rejected:
+    media = findings.check("media.path")
+    attempts = items(media.details.get("attempts")) if media is not None and media.status in (Status.FAIL, Status.WARN) else []
+    refused = [a for a in attempts if a.get("ok") is not True and a.get("reason") == "auth"]
+    if not rejected and not refused:
         return None
-    servers = sorted({str(c.details.get("server")) for c in rejected if c.details.get("server")})
+    servers = sorted({str(c.details.get("server")) for c in rejected if c.details.get("server")} | {str(a["server"]) for a in refused if a.get("server")})
     where = f" ({', '.join(servers)})" if servers else ""
+    refs = [ref_check(c) for c in rejected]
+    summary = f"The TURN server answered 401 Unauthorized{where}: the configured credentials are wrong."
+    if refused:
+        refs.append(ref_check(media))  # the media test was refused by the same server
+        if failed(media):
+            summary = summary[:-1] + ", so no media could be relayed."
     return verdict(
         "config.turn_auth_failed",
         Severity.CRITICAL,
         0.95,
-        f"The TURN server answered 401 Unauthorized{where}: the configured credentials are wrong.",
+        summary,
         "Correct the username and credential of the TURN entry in [[ice.servers]] of agentd.toml "
         "(they must match the TURN server's; the Genesys ones come from the org's WebRTC settings).",
-        [ref_check(c) for c in rejected],
+        refs,
     )

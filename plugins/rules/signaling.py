@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from agentd import hookimpl
 from agentd.correlation import Findings
-from agentd.model import Severity, Verdict
+from agentd.model import Severity, Status, Verdict
 
 from .base import (
     Thresholds,
@@ -61,6 +61,11 @@ def agentd_correlate(findings: Findings) -> list[Verdict]:
     return [v for v in found if v is not None]
 
 
+def unfinished(check) -> bool:
+    """The check ended ``error``: it did not finish (its deadline, or a fault of its own)."""
+    return check is not None and check.status is Status.ERROR
+
+
 def dns_failure(findings: Findings) -> Verdict | None:
     refs, hosts = [], []
     dns = findings.check("dns")
@@ -69,6 +74,18 @@ def dns_failure(findings: Findings) -> Verdict | None:
         if bad:
             refs.append(ref_check(dns))
             hosts += [str(h.get("host")) for h in bad]
+    if unfinished(dns) or (failed(dns) and not hosts):
+        return _dns_unfinished(findings, dns)
+    if dns is not None and dns.status is Status.WARN and not refs:
+        return verdict(
+            "network.dns_failure",
+            Severity.INFO,
+            0.6,
+            f"DNS answers, but slowly ({dns.summary}): every login and reconnect waits for it.",
+            "Check this PC's DNS servers (a distant or overloaded resolver, often one a VPN sets); "
+            "the Genesys hosts should resolve within about 100 ms.",
+            [ref_check(dns)],
+        )
     https = findings.check("https")
     if failed(https):
         bad = [e for e in items(https.details.get("endpoints")) if e.get("ok") is False and e.get("reason") == "dns"]
@@ -81,22 +98,81 @@ def dns_failure(findings: Findings) -> Verdict | None:
         target = ws.details.get("target")
         if isinstance(target, str) and "://" in target:
             hosts.append(target.split("://", 1)[1].split("/", 1)[0].split(":", 1)[0])
+    for check in media_checks_unresolved(findings):
+        refs.append(ref_check(check))
+        hosts += ice_hosts(check) or ["the STUN/TURN server's host"]
     if not hosts:
         return None
     hosts = list(dict.fromkeys(hosts))
+    # HTTPS or the WebSocket that did not finish waited on the same lookups
+    refs += [ref_check(c) for c in (https, ws) if unfinished(c)]
     return verdict(
         "network.dns_failure",
         Severity.CRITICAL,
         0.95 if refs[0] == "check:dns" else 0.85,
-        f"This PC cannot resolve {', '.join(hosts)}: signaling cannot start, so no call can be placed or taken.",
+        f"This PC cannot resolve {', '.join(hosts)}: "
+        + ("signaling cannot start, so no call can be placed or taken."
+           if any(r in refs for r in ("check:dns", "check:https", "check:websocket"))
+           else "the softphone cannot reach its STUN/TURN servers, so calls get no audio."),
         f"Check the DNS servers of this PC's network or VPN (try `nslookup {hosts[0]}`) and any DNS filter "
         "that blocks the Genesys Cloud domains.",
         refs,
     )
 
 
+ICE_CHECKS = ("stun", "turn.udp", "turn.tcp", "turn.tls", "udp.ports", "media.path")
+
+
+def media_checks_unresolved(findings: Findings) -> list:
+    """ICE-server checks that failed because the server's name did not resolve (a DNS
+    failure too, named here once rather than as a blocked network)."""
+    return [c for c in (findings.check(i) for i in ICE_CHECKS) if failed(c) and c.details.get("reason") == "dns"]
+
+
+def ice_hosts(check) -> list[str]:
+    """Host names in a check's ICE urls (``turn:host:port?transport=udp``)."""
+    urls = [check.details.get("server"), check.details.get("target")]
+    urls += [row.get("server") for row in items(check.details.get("bindings")) + items(check.details.get("attempts"))]
+    hosts = []
+    for url in urls:
+        if isinstance(url, str) and url:
+            rest = url.split(":", 1)[1] if url.split(":", 1)[0] in ("stun", "stuns", "turn", "turns") else url
+            hosts.append(rest.split("?", 1)[0].rsplit(":", 1)[0].strip("[]/ ") if ":" in rest else rest.split("?", 1)[0])
+    return [h for h in dict.fromkeys(hosts) if h]
+
+
+def _dns_unfinished(findings: Findings, dns) -> Verdict:
+    """The DNS check did not finish, or failed without naming hosts: lookups did not
+    complete. HTTPS and the WebSocket that did not finish either waited on the same lookups."""
+    refs = [ref_check(dns)]
+    also = [c for c in (findings.check("https"), findings.check("websocket")) if unfinished(c)]
+    refs += [ref_check(c) for c in also]
+    with_others = f"; {' and '.join(c.id for c in also)} did not finish either" if also else ""
+    return verdict(
+        "network.dns_failure",
+        Severity.CRITICAL,
+        0.6,
+        f"DNS lookups of the Genesys Cloud hosts did not complete ({dns.summary}){with_others}: "
+        "signaling cannot start without them.",
+        "Check that this PC's DNS servers answer (try `nslookup api.<region>`): a VPN or network that changed "
+        "its DNS servers, or a DNS filter, is the usual cause.",
+        refs,
+    )
+
+
 def https_unreachable(findings: Findings) -> Verdict | None:
     https = findings.check("https")
+    dns = findings.check("dns")
+    if unfinished(https) and not (unfinished(dns) or failed(dns)):
+        return verdict(
+            "network.https_unreachable",
+            Severity.CRITICAL,
+            0.6,
+            f"HTTPS to Genesys Cloud did not complete ({https.summary}): login and signaling cannot start.",
+            "Allow outbound TCP 443 to the Genesys Cloud hosts of the region through the firewall and proxy; "
+            "a proxy that holds connections open without answering looks like this.",
+            [ref_check(https)],
+        )
     if not failed(https):
         return None
     # DNS failures are the DNS rule's; the rest is the path or a proxy.
@@ -132,6 +208,16 @@ def https_unreachable(findings: Findings) -> Verdict | None:
 
 def websocket_unreachable(findings: Findings) -> Verdict | None:
     ws = findings.check("websocket")
+    dns = findings.check("dns")
+    if unfinished(ws) and not (unfinished(dns) or failed(dns)):
+        return verdict(
+            "signaling.websocket_unreachable",
+            Severity.CRITICAL,
+            0.6,
+            f"The notifications WebSocket test did not complete ({ws.summary}): the softphone may get no call events.",
+            DEFAULT_ADVICE,
+            [ref_check(ws)],
+        )
     if not failed(ws):
         return None
     status = number(ws.details.get("handshake_status"))

@@ -7,6 +7,7 @@ import json
 import sqlite3
 
 from agentd.testing.fake_genesys import CC_CLIENT_SECRET, DROPPED_CALL_ID, INTEGRATION_INACTIVE_ID
+from agentd.testing.invariants import assert_every_bad_check_explained
 
 from .helpers import config_text
 
@@ -44,6 +45,7 @@ async def test_diagnose_json_names_each_source_and_its_figures(fake_genesys, age
     assert items["genesys.station"]["data"]["station"]["webRtcForceTurn"] is True
     assert all(e["window_start"] for e in report["evidence"] if e["status"] == "ok")
     assert {"platform.session_fragmentation", "platform.integration_inactive"} <= {v["code"] for v in report["verdicts"]}
+    assert_every_bad_check_explained(report)
 
 
 async def test_diagnose_without_credentials_says_so_in_one_line(agentd_env):
@@ -63,7 +65,9 @@ async def test_diagnose_survives_a_429_storm_a_5xx_burst_and_malformed_json(fake
     state.inject("/logcapture/browser/entries/query$", kind="malformed")
     done = await run(agentd_env, "diagnose", DROPPED_CALL_ID, "--json")
     assert done.returncode == 0, done.stderr
-    items = {e["id"]: e for e in json.loads(done.stdout)["evidence"]}
+    report = json.loads(done.stdout)
+    assert_every_bad_check_explained(report)
+    items = {e["id"]: e for e in report["evidence"]}
     assert items["genesys.conversation"]["status"] == "ok"  # after the 429s
     assert items["genesys.station"]["status"] == "ok"  # after the 503s
     assert items["genesys.browser_log"]["status"] == "error" and "not JSON" in items["genesys.browser_log"]["summary"]

@@ -10,6 +10,7 @@ import pytest
 from agentd.app import App
 from agentd.errors import UsageError
 from agentd.evidence import EvidenceRequest
+from agentd.testing.invariants import assert_every_bad_check_explained
 from agentd.testing.fake_genesys import (
     AGENT_USER_ID,
     CC_CLIENT_ID,
@@ -181,6 +182,7 @@ async def test_inactive_integration_becomes_a_verdict(app):
     item = [e for e in report.evidence if e.id == f"genesys.integration:{INTEGRATION_INACTIVE_ID}"][0]
     assert item.data["reportedState"]["code"] == "INACTIVE"
     assert "platform.integration_inactive" in {v.code for v in report.verdicts}
+    assert_every_bad_check_explained(report)
 
 
 async def test_dropped_calls_over_the_interval(app, fake_genesys):

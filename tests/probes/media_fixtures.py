@@ -12,6 +12,7 @@ import sys
 from typing import Any, Callable
 
 from agentd.testing.coturn import Coturn
+from agentd.testing.invariants import assert_every_bad_check_explained
 from tests.conftest import OFFLINE_GENESYS
 
 
@@ -43,6 +44,7 @@ def media_check(run: Callable[..., subprocess.CompletedProcess], *extra: str, ti
     proc = run("check", "--only", "media.path", "--json", "--no-daemon", *extra, timeout=timeout)
     assert proc.stdout.strip(), f"no report (exit {proc.returncode}): {proc.stderr[-3000:]}"
     report = json.loads(proc.stdout)
+    assert_every_bad_check_explained(report)
     rows = [c for c in report["checks"] if c["id"] == "media.path"]
     assert len(rows) == 1, report["checks"]
     return rows[0], proc

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from agentd.testing import netlab as netlab_mod
+from agentd.testing.invariants import assert_every_bad_check_explained
 from agentd.testing.netlab import Netlab
 
 from .helpers import checks_of, config_text, report_of
@@ -21,7 +22,9 @@ pytestmark = [pytest.mark.lab, pytest.mark.coturn]
 def agentd_in_agent(lab: Netlab, agentd_env, *args: str, timeout: float = 30) -> tuple[subprocess.CompletedProcess, dict]:
     proc = lab.run_in_agent([sys.executable, "-m", "agentd", *args], env=agentd_env.env, cwd=agentd_env.root, timeout=timeout)
     assert proc.stdout.strip(), proc.stderr
-    return proc, report_of(proc.stdout)
+    report = report_of(proc.stdout)
+    assert_every_bad_check_explained(report)
+    return proc, report
 
 
 def _only(*ids: str) -> list[str]:
@@ -77,6 +80,8 @@ def test_udp_dropped_at_the_router_fails_turn_udp_only(netlab, lab_coturn, agent
     stun = checks["stun"]
     assert stun["status"] == "fail"  # TCP bindings answer, UDP ones do not
     assert {(b["transport"], b["ok"]) for b in stun["details"]["bindings"]} == {("udp", False), ("tcp", True)}
+    [firewall] = [v for v in report["verdicts"] if v["code"] == "network.firewall_udp_blocked"]
+    assert {"check:turn.udp", "check:stun", "check:turn.tcp", "check:turn.tls"} <= set(firewall["evidence"])
     assert proc.returncode == 1
 
 
@@ -89,6 +94,9 @@ def test_preshift_with_the_router_dropping_everything_ends_within_8s(netlab, lab
     checks = checks_of(report)
     for check_id in ("stun", "turn.udp", "turn.tcp", "turn.tls", "udp.ports", "media.path"):
         assert checks[check_id]["status"] == "fail" and checks[check_id]["details"]["reason"] == "timeout", checks[check_id]
+    # one finding carries every media row that went unanswered (agentd_in_agent holds the invariant)
+    [blocked] = [v for v in report["verdicts"] if v["code"] == "network.media_blocked"]
+    assert {"check:stun", "check:turn.udp", "check:turn.tcp", "check:turn.tls", "check:udp.ports", "check:media.path"} <= set(blocked["evidence"])
     assert proc.returncode == 1
     durations = {k: v["duration_ms"] for k, v in checks.items()}
     # every probe ends at its own deadline (2 s here), far inside the run's 8 s; the whole

@@ -38,6 +38,7 @@ def test_udp_dropped_at_the_router_media_runs_over_tcp_and_says_so(netlab, lab_c
     assert proc.returncode == 0, proc.stderr[-2000:]
     verdicts = {v["code"]: v for v in json.loads(proc.stdout)["verdicts"]}
     assert "check:media.path" in verdicts["network.turn_tcp_fallback"]["evidence"]
+    assert "check:media.path" in verdicts["network.firewall_udp_blocked"]["evidence"]
 
 
 def test_udp_relay_that_carries_no_media_falls_back_and_keeps_the_udp_figures(netlab, lab_coturn, agentd_env):

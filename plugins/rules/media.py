@@ -112,6 +112,9 @@ def udp_works_locally(findings: Findings) -> bool:
     ``udp.ports`` do not count: a firewall filtering source ports lets a few through.)"""
     if passed(findings.check("turn.udp")):
         return True
+    udp = udp_before_fallback(findings.check("media.path"))
+    if udp is not None and udp["loss_pct"] < 100.0:
+        return True  # media packets crossed over UDP before it fell back
     stun = findings.check("stun")
     return stun is not None and any(
         b.get("ok") is True and b.get("transport", "udp") == "udp" for b in items(stun.details.get("bindings"))
@@ -245,6 +248,25 @@ def _high_rtt(media, limits: Thresholds) -> float | None:
     return rtt if rtt is not None and rtt > limits.rtt_ms else None
 
 
+def _interval(media) -> str:
+    """" (95% interval 16.1-22.8%)" when the media path gives one."""
+    bounds = media.details.get("loss_ci95_pct")
+    if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
+        low, high = number(bounds[0]), number(bounds[1])
+        if low is not None and high is not None:
+            return f" (95% interval {low:.1f}-{high:.1f}%)"
+    return ""
+
+
+def udp_before_fallback(media) -> Mapping | None:
+    """What UDP showed before media fell back to TCP/TLS (``details.udp``), when it carried
+    packets to count: ``{loss_pct, legs_tried, ...}``; None otherwise."""
+    udp = media.details.get("udp") if media is not None else None
+    if isinstance(udp, Mapping) and number(udp.get("loss_pct")) is not None:
+        return {**udp, "loss_pct": number(udp.get("loss_pct"))}
+    return None
+
+
 def link_of(findings: Findings) -> tuple[list[str], dict[str, str]]:
     """What carries this PC's traffic, from the ``host`` (and ``nat``) checks, or in
     incident mode from the host samples of the call's minutes: (references, facts) with
@@ -322,24 +344,39 @@ def packet_loss(findings: Findings, limits: Thresholds) -> Verdict | None:
     refs: list[str] = []
     parts: list[str] = []
     media = findings.check("media.path")
+    unsure = False
     if ran(media):
         transport = str(media.details.get("transport") or "udp").lower()
         loss, jitter = metric(media, "loss_pct"), metric(media, "jitter_ms")
-        lossy = loss is not None and loss > limits.loss_pct
+        decision = media.details.get("loss_decision") if isinstance(media.details.get("loss_decision"), Mapping) else {}
+        side = decision.get("side")
+        # the sequential test's verdict on the loss line counts over the point figure
+        lossy = loss is not None and loss > limits.loss_pct and side != "below"
         jittery = jitter is not None and jitter > limits.jitter_ms
+        # a MOS below the line with a normal RTT comes from loss and jitter, even below their own lines
+        mos = metric(media, "mos")
+        poor = mos is not None and mos < limits.mos and not _high_rtt(media, limits) and bool(loss or jitter)
         # over TCP loss turns into delay (the fallback rule's); loss with high RTT is congestion
-        if transport not in TCP_TRANSPORTS and (lossy or jittery) and not (lossy and _high_rtt(media, limits)):
+        if transport not in TCP_TRANSPORTS and (lossy or jittery or poor) and not (lossy and _high_rtt(media, limits)):
             refs.append(ref_check(media))
+            unsure = (lossy and side == "undecided" and not jittery) or not (lossy or jittery)
             figures = []
             if loss is not None:
-                figures.append(f"loses {loss:.1f}% of packets")
+                figures.append(f"loses {loss:.1f}%{_interval(media)} of packets")
             if jitter is not None and (jittery or not lossy):
                 figures.append(f"jitter {jitter:.0f} ms")
             rtt = metric(media, "rtt_ms")
             delay = f" while its RTT is a normal {rtt:.0f} ms" if rtt is not None else ""
-            mos = metric(media, "mos")
             low = f" (MOS {mos:.2f})" if mos is not None and mos < limits.mos else ""
             parts.append(f"this PC's path to the media edge {' with '.join(figures)}{delay}{low}")
+        udp = udp_before_fallback(media)
+        if transport in TCP_TRANSPORTS and udp is not None and limits.loss_pct < udp["loss_pct"] < 100.0:
+            # it fell back because UDP lost too much, not because UDP is shut
+            refs.append(ref_check(media))
+            parts.append(
+                f"over UDP it lost {udp['loss_pct']:.1f}% of {udp.get('legs_tried', '?')} packets before media fell back "
+                f"to {transport.upper()}, where the loss turns into delay"
+            )
     for item in ok_evidence(findings, "genesys.call_quality"):
         loss, latency = number(item.data.get("lossPct")), number(item.data.get("maxLatencyMs"))
         if loss is not None and loss > limits.loss_pct and (latency is None or latency <= limits.rtt_ms):
@@ -356,7 +393,7 @@ def packet_loss(findings: Findings, limits: Thresholds) -> Verdict | None:
     return verdict(
         "network.packet_loss",
         Severity.WARNING,
-        0.95 if local and server else (0.85 if local else 0.8),
+        0.95 if local and server else (0.6 if unsure and not server else (0.85 if local else 0.8)),
         "A lossy link (not congestion): " + "; ".join(parts) + _over(facts) + ".",
         _loss_next_step(facts),
         refs,
@@ -438,7 +475,11 @@ def turn_tcp_fallback(findings: Findings) -> Verdict | None:
         # blocked but so lossy that the handshakes (ICE, DTLS, SCTP) missed the deadline.
         turn_udp = findings.check("turn.udp")
         udp_attempts = [a for a in items(media.details.get("attempts")) if a.get("transport") == "udp"]
-        if passed(turn_udp) and udp_attempts and all(a.get("reason") == "timeout" for a in udp_attempts):
+        udp = udp_before_fallback(media)
+        if udp is not None and 0.0 < udp["loss_pct"] < 100.0:
+            udp_reaches_relay = True
+            parts.append(f"UDP carried packets but lost {udp['loss_pct']:.1f}% of them, so UDP is not blocked but too lossy")
+        elif passed(turn_udp) and udp_attempts and all(a.get("reason") == "timeout" for a in udp_attempts):
             udp_reaches_relay = True
             refs.append(ref_check(turn_udp))
             parts.append("a UDP relay allocation did succeed, so UDP is not blocked but too lossy for media to connect in time")

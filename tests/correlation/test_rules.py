@@ -198,6 +198,44 @@ def test_packet_loss_from_the_call_with_wifi_from_the_pcs_history(correlate):
     assert v.evidence[0] == "evidence:genesys.call_quality" and v.confidence == pytest.approx(0.8)
 
 
+def test_packet_loss_reads_the_sequential_decision_and_its_interval(correlate):
+    sure = lossy_checks(loss=19.2)
+    sure["media.path"] = patched(sure["media.path"], loss_ci95_pct=[16.1, 22.8],
+                                 loss_decision={"threshold_pct": 1.0, "side": "above", "confidence": 0.95})
+    [v] = correlate(report(sure))
+    assert "19.2% (95% interval 16.1-22.8%)" in v.summary and v.confidence == pytest.approx(0.85)
+    unsure = lossy_checks(loss=1.4)
+    unsure["media.path"] = patched(unsure["media.path"], status=Status.PASS, metrics={"mos": 4.3},
+                                   loss_decision={"threshold_pct": 1.0, "side": "undecided"})
+    [u] = correlate(report(unsure))
+    assert u.code == "network.packet_loss" and u.confidence == pytest.approx(0.6)
+    below = clean_checks()
+    below["media.path"] = patched(below["media.path"], metrics={"loss_pct": 1.2}, loss_decision={"side": "below"})
+    assert correlate(report(below)) == []
+    # a loss line set high ([thresholds] loss_pct = 19) while the MOS still fails: the loss is the cause
+    poor = lossy_checks(loss=17.5)
+    [p] = correlate(report(poor), config="[thresholds]\nloss_pct = 19.0\n")
+    assert p.code == "network.packet_loss" and "MOS 2.30" in p.summary and p.confidence == pytest.approx(0.6)
+
+
+def test_a_fallback_from_a_lossy_udp_path_is_packet_loss_not_a_firewall(correlate):
+    """media.path fell back to TCP but kept what UDP showed (details.udp): UDP carried packets
+    and lost 30 % of them. The cause is the line; nobody is sent to the firewall."""
+    checks = {"media.path": patched(clean_checks()["media.path"], status=Status.WARN, transport="tcp",
+                                    metrics={"loss_pct": 0.0, "rtt_ms": 30.0},
+                                    attempts=[{"transport": "udp", "ok": False, "reason": "timeout"},
+                                              {"transport": "tcp", "ok": True, "reason": None}],
+                                    udp={"ok": False, "reason": "timeout", "legs_tried": 240, "legs_lost": 72, "loss_pct": 30.0})}
+    verdicts = by_code(correlate(report(checks)))
+    assert set(verdicts) == {"network.packet_loss", "network.turn_tcp_fallback"}
+    assert "lost 30.0% of 240 packets before media fell back to TCP" in verdicts["network.packet_loss"].summary
+    assert "too lossy" in verdicts["network.turn_tcp_fallback"].summary
+    assert "firewall" not in verdicts["network.turn_tcp_fallback"].next_step.lower()
+    # UDP that carried nothing at all is a block, not loss
+    shut = {"media.path": patched(checks["media.path"], udp={"ok": False, "reason": "timeout", "legs_tried": 50, "legs_lost": 50, "loss_pct": 100.0})}
+    assert set(by_code(correlate(report(shut)))) == {"network.firewall_udp_blocked", "network.turn_tcp_fallback"}
+
+
 @pytest.mark.parametrize(
     "metrics, transport, expected",
     [

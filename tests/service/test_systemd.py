@@ -76,6 +76,7 @@ def test_the_service_is_a_hardened_notify_service():
     # reload through the control socket: no /bin/kill (procps) on a minimal Debian
     assert unit["ExecReload"] == ["/usr/bin/agentd reload"]
     assert set(unit["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
+    assert unit["SystemCallFilter"] == ["@system-service", "~@privileged @resources"] and unit["SystemCallErrorNumber"] == ["EPERM"]
     archive = _directives("agentd-archive.service")
     assert archive["ExecStart"] == ["/usr/bin/agentd archive --since 24h --mos-below 3.5"]
     timer = _directives("agentd-archive.timer")

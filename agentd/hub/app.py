@@ -98,14 +98,20 @@ class Hub:
         await self.engine.dispose()
 
     async def _sweep_revoked(self) -> None:
-        """A PC revoked by `agentd hub pc revoke` (another process) loses its socket too."""
+        """A PC revoked (or removed) by `agentd hub pc` in another process loses its
+        socket too: one query per round for all sockets, not one per PC."""
         while True:
             await asyncio.sleep(self.settings.revocation_sweep_s)
             try:
-                for install_id in list(self.agents.sockets):
-                    if await self.store.is_revoked(install_id):
-                        log.info("closing a revoked PC's connection", install_id=install_id)
-                        await self.agents.close(install_id)
+                connected = list(self.agents.sockets)
+                if not connected:
+                    continue
+                gone = await self.store.revoked_ids() & set(connected)
+                if len(connected) <= 1000:  # removed PCs (no row any more) too, for a process of modest size
+                    gone |= set(connected) - await self.store.present_ids(connected)
+                for install_id in gone:
+                    log.info("closing a revoked PC's connection", install_id=install_id)
+                    await self.agents.close(install_id)
             except Exception as exc:  # the database away for a moment: try again next round
                 log.warning("revocation sweep failed", error=type(exc).__name__)
 

@@ -132,6 +132,17 @@ class Store:
             done = await conn.execute(pcs.delete().where(pcs.c.install_id == install_id))
         return done.rowcount > 0
 
+    async def revoked_ids(self) -> set[str]:
+        """Every revoked PC (few): one query for all of a process's sockets."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(pcs.c.install_id).where(pcs.c.revoked.is_not(None)))).all()
+        return {r.install_id for r in rows}
+
+    async def present_ids(self, install_ids: Sequence[str]) -> set[str]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(pcs.c.install_id).where(pcs.c.install_id.in_(list(install_ids))))).all()
+        return {r.install_id for r in rows}
+
     async def is_revoked(self, install_id: str) -> bool:
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(pcs.c.revoked).where(pcs.c.install_id == install_id))).first()

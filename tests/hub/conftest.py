@@ -344,6 +344,7 @@ def live_hub(tmp_path, monkeypatch):
     from agentd.hub.migrate import upgrade
 
     database = f"sqlite:///{tmp_path / 'live-hub.sqlite'}"
+    # buckets that barely refill (one token in 1000 s): the rate-limit test must not depend on how fast a loaded machine posts
 
     async def migrate():
         engine = make_engine(database)
@@ -351,7 +352,7 @@ def live_hub(tmp_path, monkeypatch):
         await engine.dispose()
 
     asyncio.run(migrate())
-    settings = HubSettings(database=database, max_report_bytes=64 * 1024, ingest_burst=5, ingest_per_s=0.5, login_burst=5, login_per_s=0.1,
+    settings = HubSettings(database=database, max_report_bytes=64 * 1024, ingest_burst=5, ingest_per_s=0.001, login_burst=5, login_per_s=0.001,
                            revocation_sweep_s=0.5)
     app = create_app(settings)
     port = free_port()

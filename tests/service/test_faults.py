@@ -432,3 +432,27 @@ def test_200_clients_with_unterminated_4_mib_lines_leave_the_daemon_small(start_
     assert service_env.run("status", timeout=60).returncode == 0  # and it still serves
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.stderr()
+
+
+def test_the_daemon_delivers_older_reports_in_the_background_after_a_check(start_daemon, service_env, collector, tmp_path):
+    from agentd.spool import Spool
+    from delivery.test_spool import make_report
+
+    old = make_report(8)
+    Spool(tmp_path / "spool").put(old.id, old.to_json().encode())
+    _upload_config(service_env, collector, f'retries = 0\n[spool]\npath = "{tmp_path / "spool"}"\n')
+    collector.set("down")  # the daemon's flush at start cannot deliver it
+    daemon = start_daemon()
+    _ready(daemon)
+    time.sleep(3)  # its one refused attempt is over
+    assert old.id not in collector.stored
+    collector.set("up")
+    done = service_env.run("check", "--json", "--upload", "--only", "svc.pass", timeout=120)
+    assert done.returncode == 0, done.stderr
+    own = json.loads(done.stdout)["id"]
+    assert collector.stores[own] == 1
+    deadline = time.monotonic() + 60  # not the 15-minute flush interval: right after the check
+    while time.monotonic() < deadline and old.id not in collector.stored:
+        time.sleep(0.5)
+    assert collector.stores[old.id] == 1
+    assert daemon.stop() == 0

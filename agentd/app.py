@@ -109,7 +109,7 @@ class App:
         """The checks for ``profile``; plugin failures come back as error rows."""
         if profile not in PROFILES:
             raise UsageError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-        plan = Plan(profile=profile, config=self.config, conversation_id=conversation_id, only=frozenset(only))
+        plan = Plan(profile=profile, config=self.config, conversation_id=conversation_id, only=frozenset(only), plugins=self.plugins)
         before = len(self.plugins.failures)
         checks: list[Check] = []
         problems: list[CheckResult] = []

@@ -26,6 +26,9 @@ class Plan:
     conversation_id: str | None = None
     only: frozenset[str] = frozenset()
     """When not empty, run only checks with these ids."""
+    plugins: Any = field(default=None, compare=False, repr=False)
+    """The run's :class:`agentd.plugin.PluginManager`, for checks that ask other plugins
+    through a hook (the ICE checks ask ``agentd_ice_servers``); None outside an App."""
 
 
 @dataclass(frozen=True)

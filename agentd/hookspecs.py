@@ -89,6 +89,34 @@ def agentd_collect_checks(plan: Plan) -> Sequence[Check]:
     """
 
 
+@hookspec
+def agentd_ice_servers(config: Config, refresh: bool, timeout_s: float) -> Awaitable[Any] | None:
+    """Offer ICE servers (STUN/TURN) besides ``[[ice.servers]]``: a softphone's own, handed
+    out at run time (the genesys plugin fetches Genesys Cloud's over the streaming channel).
+
+    Return None when the source cannot apply at all; else an awaitable that resolves within
+    ``timeout_s`` to an ``agentd_plugins.ice.offers.IceServerOffer``: the servers in
+    RTCIceServer form named by their ``source``, whether the softphone runs relay-only,
+    when the credentials expire, or why there are none (``skip`` with what the agent must
+    do, or ``error`` with a plugins/FINDINGS.md reason). ``refresh`` is true when the last
+    answer's TURN credentials were rejected (401): fetch new ones instead of a cached copy.
+    The ice plugin awaits it once per run (once more after a rejection) under
+    ``[ice] discovery_timeout_s``. Register every credential with :mod:`agentd.redact`
+    before returning it.
+    """
+
+
+@hookspec
+def agentd_websocket_channels(config: Config) -> Sequence[Any]:
+    """Contribute WebSocket channels the ``websocket`` check measures besides ``[websocket]
+    targets`` (sync, all results kept): objects with a ``name`` and an async
+    ``probe(ctx, settings, plan)`` that returns one details row (plugins/FINDINGS.md,
+    ``websocket``) or None when it cannot apply (no credentials). The notifications
+    plugin contributes the Genesys notifications channel; the genesys plugin the
+    softphone's streaming (XMPP) channel.
+    """
+
+
 # -- fetch -----------------------------------------------------------------------------
 
 

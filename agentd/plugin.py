@@ -216,6 +216,26 @@ class PluginManager:
 
         return self._flat("agentd_collect_sinks", Sink, config=config)
 
+    def ice_servers(self, config: Any, *, refresh: bool, timeout_s: float) -> list[tuple[str, Any]]:
+        """``agentd_ice_servers``: (plugin, awaitable) pairs; a plugin that raises is recorded."""
+        found = []
+        for plugin, result in self._each("agentd_ice_servers", config=config, refresh=refresh, timeout_s=timeout_s):
+            if inspect.isawaitable(result):
+                found.append((plugin, result))
+            else:
+                self.failures.append(HookFailure(plugin, "agentd_ice_servers", f"returned {type(result).__name__}, expected an awaitable"))
+        return found
+
+    def websocket_channels(self, config: Any) -> list[tuple[str, Any]]:
+        """``agentd_websocket_channels``: (plugin, channel) pairs of objects with an async ``probe``."""
+        found = []
+        for plugin, item in self._flat("agentd_websocket_channels", None, config=config):
+            if callable(getattr(item, "probe", None)):
+                found.append((plugin, item))
+            else:
+                self.failures.append(HookFailure(plugin, "agentd_websocket_channels", f"returned {type(item).__name__}, which has no probe()"))
+        return found
+
     def daemon_hook(self, hook_name: str, daemon: Any, **kwargs: Any) -> list[tuple[str, Any]]:
         """``agentd_daemon_start`` / ``_stop`` / ``_login`` / ``_login_changed``: (plugin,
         awaitable) pairs to await."""

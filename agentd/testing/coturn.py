@@ -10,11 +10,20 @@ Ports are picked free on ``listen_ip``; ``netns`` runs it inside a network names
 coturn listen on two addresses, which is what it needs to serve its alternate port too
 (RFC 5780): ``stun_alt_url`` (second address, alternate port) then answers, so NAT
 mapping tests have two server endpoints. Without it only ``stun_url`` answers.
+
+``auth_secret`` starts it with TURN REST authentication (``--use-auth-secret
+--static-auth-secret``), as Genesys' TURN servers are run: a username is
+``<unix expiry>:<user>`` and its password base64(HMAC-SHA1(secret, username)), so
+credentials past their expiry really get 401. :func:`rest_credentials` makes such a pair;
+the fixed ``username``/``password`` then do not work.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import os
 import shutil
 import signal
@@ -32,6 +41,14 @@ TURNSERVER = "turnserver"
 
 def ips_for_cert(*ips: str | None) -> tuple[str, ...]:
     return tuple(ip for ip in ips if ip)
+
+
+def rest_credentials(secret: str, user: str = "agent", *, ttl_s: float = 3600.0, now: float | None = None) -> tuple[str, str]:
+    """A TURN REST API (coturn ``use-auth-secret``) username and password valid ``ttl_s`` from ``now``."""
+    expiry = int((time.time() if now is None else now) + ttl_s)
+    username = f"{expiry}:{user}"
+    password = base64.b64encode(hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()).decode()
+    return username, password
 
 
 def available() -> bool:
@@ -82,6 +99,7 @@ class Coturn:
     netns: str | None = None
     relay_ip: str | None = None
     second_ip: str | None = None
+    auth_secret: str | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -146,6 +164,7 @@ class Coturn:
         max_port: int = 59999,
         extra_args: tuple[str, ...] = (),
         ready_timeout_s: float = 8.0,
+        auth_secret: str | None = None,
     ) -> Iterator[Coturn]:
         folder.mkdir(parents=True, exist_ok=True)
         certs = make_certificates(folder / "certs", names=cert_names or (*ips_for_cert(listen_ip, second_ip), "localhost"), common_name="agentd test turn")
@@ -153,7 +172,14 @@ class Coturn:
         port = free_port_pair(ips) if netns is None else 3478
         alt_port = port + 1
         tls_port = free_port_pair(ips) if netns is None else 5349
-        server = cls(folder, listen_ip, port, alt_port, tls_port, certs, netns=netns, relay_ip=relay_ip or listen_ip, second_ip=second_ip)
+        server = cls(
+            folder, listen_ip, port, alt_port, tls_port, certs, netns=netns, relay_ip=relay_ip or listen_ip, second_ip=second_ip,
+            auth_secret=auth_secret,
+        )
+        if auth_secret:  # TURN REST API: time-limited HMAC credentials instead of a fixed user
+            auth = ["--use-auth-secret", f"--static-auth-secret={auth_secret}"]
+        else:
+            auth = [f"--user={server.username}:{server.password}", "--lt-cred-mech"]
         args = [
             TURNSERVER,
             "-n",  # no configuration file
@@ -173,8 +199,7 @@ class Coturn:
             f"--cert={certs.cert}",
             f"--pkey={certs.key}",
             f"--realm={server.realm}",
-            f"--user={server.username}:{server.password}",
-            "--lt-cred-mech",
+            *auth,
             "--fingerprint",
             "--allow-loopback-peers",
             "--no-multicast-peers",
@@ -193,6 +218,12 @@ class Coturn:
         finally:
             server.stop()
             out.close()
+
+    def rest_credentials(self, user: str = "agent", *, ttl_s: float = 3600.0) -> tuple[str, str]:
+        """Credentials this server accepts (started with ``auth_secret``) for ``ttl_s``."""
+        if not self.auth_secret:
+            raise ValueError("this coturn was not started with auth_secret")
+        return rest_credentials(self.auth_secret, user, ttl_s=ttl_s)
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -42,6 +42,7 @@ class GenesysSettings:
     region: str = field(default="mypurecloud.com", metadata={"help": "region domain: api.<region>, login.<region>"})
     api_base_url: str | None = field(default=None, metadata={"help": "override of https://api.<region>"})
     login_base_url: str | None = field(default=None, metadata={"help": "override of https://login.<region>"})
+    streaming_base_url: str | None = field(default=None, metadata={"help": "override of wss://streaming.<region> (the softphone's XMPP channel)"})
     client_id: str | None = field(default=None, metadata={"help": "OAuth client id"})
     client_secret: Secret | None = field(default=None, metadata={"help": "OAuth client secret (client credentials grant)"})
     ca_file: Path | None = field(default=None, metadata={"help": "extra CA bundle to trust (TLS-inspecting proxies, tests)"})
@@ -76,6 +77,24 @@ class GenesysSettings:
     @property
     def login_base(self) -> str:
         return (self.login_base_url or f"https://login.{self.region}").rstrip("/")
+
+    @property
+    def streaming_base(self) -> str:
+        """Where the softphone's streaming (XMPP) channel lives: ``<base>/stream/channels/<id>``.
+
+        ``streaming_base_url``, else ``wss://streaming.<region>``; with ``api_base_url``
+        overridden, derived from it (``https://api.X`` -> ``wss://streaming.X``, any other
+        host: the same host and port over ws(s)), never a host the configuration did not name."""
+        if self.streaming_base_url:
+            return self.streaming_base_url.rstrip("/")
+        if self.api_base_url:
+            parts = urlsplit(self.api_base_url)
+            scheme = "wss" if parts.scheme == "https" else "ws"
+            host = parts.netloc
+            if host.startswith("api."):
+                return f"wss://streaming.{host[4:]}"
+            return f"{scheme}://{host}"
+        return f"wss://streaming.{self.region}"
 
     @property
     def streaming_host(self) -> str:
@@ -118,5 +137,9 @@ def validate(settings: GenesysSettings, file: str | None) -> None:
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ConfigError(f"{value!r} is not an http(s) URL", file=file, key=f"genesys.{key}")
+    if settings.streaming_base_url is not None:
+        parts = urlsplit(settings.streaming_base_url)
+        if parts.scheme not in ("wss", "ws") or not parts.hostname:
+            raise ConfigError(f"{settings.streaming_base_url!r} is not a wss:// URL", file=file, key="genesys.streaming_base_url")
     if settings.ca_file is not None and not settings.ca_file.is_file():
         raise ConfigError(f"CA file {settings.ca_file} does not exist", file=file, key="genesys.ca_file")

@@ -5,6 +5,8 @@ This plugin contributes no check. It owns the configuration that ``stun``, ``nat
 configuration loads (so a typo is a configuration error naming the key, not a failed
 check), and offers the helpers those plugins import:
 
+- :func:`.selection.selection` - the ICE servers one run tests: ``[[ice.servers]]``, the
+  softphone's own (through the ``agentd_ice_servers`` hook), or both (``[ice] source``);
 - :func:`endpoints` - every configured url with its credentials, parsed;
 - :func:`parse_port_range` - ``"16384-65535"`` to ``(16384, 65535)``;
 - :mod:`.probes` - STUN bindings and TURN allocations with hard deadlines.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from agentd import hookimpl
 from agentd.config import Config, ConfigSection, Secret
@@ -38,11 +41,16 @@ class IceServerSettings:
 class IceSettings:
     """``[ice]``"""
 
+    source: Literal["auto", "genesys", "config"] = field(
+        default="auto",
+        metadata={"help": "which ICE servers to test: auto = [[ice.servers]] and, once the agent ran `agentd login`, the softphone's own from Genesys; genesys = only those; config = only [[ice.servers]]"},
+    )
     servers: tuple[IceServerSettings, ...] = field(default=(), metadata={"help": "the ICE servers ([[ice.servers]] tables)"})
     ca_file: Path | None = field(default=None, metadata={"help": "a PEM CA bundle to trust for turns: (added to the system's)"})
     timeout_s: float = field(default=2.0, metadata={"help": "deadline of one STUN binding or TURN allocation", "min": 0.2, "max": 30})
     stun_tcp: bool = field(default=True, metadata={"help": "also try STUN over TCP for stun: urls"})
     media_port_range: str = field(default=DEFAULT_MEDIA_PORT_RANGE, metadata={"help": "the local UDP port range media uses (A-B)"})
+    discovery_timeout_s: float = field(default=4.0, metadata={"help": "deadline of fetching the softphone's own ICE servers (a cached list costs nothing)", "min": 0.5, "max": 30})
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class IceEndpoint:
     username: str | None = None
     credential: Secret | None = None
     server_index: int = 0
+    source: str = "config"
+    """``config`` for [[ice.servers]]; else the offering source (``genesys``)."""
 
 
 @hookimpl

@@ -284,6 +284,8 @@ class Binding:
     other_address: str | None = None
     reason: str | None = None
     error: str | None = None
+    source: str | None = None
+    """Where the url came from (``config``, ``genesys``), set by the check."""
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None or k == "ok"}
@@ -524,6 +526,9 @@ class Allocation:
     reason: str | None = None
     error: str | None = None
     certificate: dict | None = None
+    source: str | None = None
+    refetched: bool | None = None
+    """True when the first credentials were rejected (401) and fresh ones from the same source were used."""
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None or k == "ok"}
@@ -538,8 +543,9 @@ async def turn_allocation(endpoint: IceEndpoint, *, timeout_s: float, ca_file: P
     except ProbeError as exc:
         return Allocation(
             server=url.url, transport=url.transport, ok=False, reason=exc.reason, error=str(exc), certificate=exc.details.get("certificate"),
+            source=endpoint.source,
         )
     return Allocation(
         server=url.url, transport=url.transport, ok=True, address=relay.address, relay=relay.relayed, mapped=relay.mapped,
-        alloc_ms=relay.alloc_ms, connect_ms=relay.connect_ms,
+        alloc_ms=relay.alloc_ms, connect_ms=relay.connect_ms, source=endpoint.source,
     )

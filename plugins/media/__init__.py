@@ -35,10 +35,12 @@ from agentd import hookimpl
 from agentd.checks import Check, CheckContext, Outcome, Plan
 from agentd.config import ConfigSection
 from agentd.errors import ConfigError, ProbeError
+from agentd.model import Status
 from agentd.tls import client_context
 
-from agentd_plugins.ice import IceSettings, turn_endpoints
+from agentd_plugins.ice import IceSettings
 from agentd_plugins.ice.probes import Allocation, ServerProgress, open_allocation, turn_allocation
+from agentd_plugins.ice.selection import selection, with_fresh_credentials
 
 from . import relay_echo
 from .quality import e_model, interarrival_jitter, percentile
@@ -119,7 +121,8 @@ def agentd_collect_checks(plan: Plan):
             "media.path",
             "Media through the TURN relay (packets and a call)",
             run_media_check,
-            timeout_s=_budget(media, ice, plan.profile),
+            # plus the softphone's own servers: fetched, and once more after a 401
+            timeout_s=_budget(media, ice, plan.profile) + 2 * ice.discovery_timeout_s,
             profiles=frozenset({"preshift", "full"}),
             order=70,
         )
@@ -224,12 +227,10 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
     media: MediaSettings = ctx.section("media")
     ice: IceSettings = ctx.section("ice")
     started = time.monotonic()
-    candidates = {t: turn_endpoints(ice, t) for t in TRANSPORTS}
+    servers = await selection(ctx)  # a cached list costs nothing; a fetch comes out of this check's time
+    candidates = {t: servers.turn(t) for t in TRANSPORTS}
     if not any(candidates.values()):
-        return Outcome.skipped(
-            "no turn:/turns: url in [[ice.servers]]: nothing to relay media through",
-            details={"reason": "not_configured", "attempts": []},
-        )
+        return servers.nothing_to_test("turn:/turns: url (nothing to relay media through)", {"attempts": []})
     profile = ctx.plan.profile
     end_by = started + min(_budget(media, ice, profile), ctx.config.core.deadline_for(profile)) - RESERVE_S
     plan = EchoPlan(
@@ -260,13 +261,19 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
             if not candidates[transport]:
                 continue
             endpoint = candidates[transport][0]
-            row: dict[str, Any] = {"transport": transport, "server": endpoint.url.url}
+            row: dict[str, Any] = {"transport": transport, "server": endpoint.url.url, "source": endpoint.source}
             if transport in prechecks:
                 allocation: Allocation = await prechecks[transport]
-                if not allocation.ok:
+                fresh = await _fresh_after_401(ctx, endpoint, allocation.reason) if not allocation.ok else None
+                if fresh is not None:
+                    endpoint = fresh  # the softphone's credentials went stale: the re-fetched ones go on
+                elif not allocation.ok:
                     attempts.append(_Attempt({**row, "ok": False, "reason": allocation.reason, "error": allocation.error}))
                     continue
             attempt = await _try_transport(ctx, endpoint, row, plan, ice, media, engine_loading, end_by)
+            fresh = await _fresh_after_401(ctx, endpoint, attempt.row.get("reason"))
+            if fresh is not None:
+                attempt = await _try_transport(ctx, fresh, {**row, "refetched": True}, plan, ice, media, engine_loading, end_by)
             attempts.append(attempt)
             if attempt.row["ok"]:
                 chosen = attempt
@@ -276,9 +283,26 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
     rows = [a.row for a in attempts]
     udp = next((a for a in attempts if a.row["transport"] == "udp"), None)
     udp_seen = _udp_seen(udp) if udp is not None and chosen is not udp else None
+    tested = [c[0] for c in candidates.values() if c]
     if chosen is None:
-        return _blocked(rows, not_configured, udp_seen)
-    return measured_outcome(chosen.run, chosen.call, rows, media, not_configured=not_configured, udp=udp_seen)
+        blocked = _blocked(rows, not_configured, udp_seen)
+        return Outcome(blocked.status, blocked.summary + servers.suffix(tested), details=servers.annotate(dict(blocked.details), tested))
+    outcome = measured_outcome(chosen.run, chosen.call, rows, media, not_configured=not_configured, udp=udp_seen)
+    summary = outcome.summary
+    if servers.relay_only:
+        summary += f"; relay-only, as the softphone runs ({servers.relay_only_why})"
+    status = outcome.status
+    if servers.failed_offers() and status == Status.PASS:
+        status = Status.WARN
+    return Outcome(status, summary + servers.suffix(tested), metrics=outcome.metrics, details=servers.annotate(dict(outcome.details), tested))
+
+
+async def _fresh_after_401(ctx: CheckContext, endpoint, reason: str | None):
+    """The same url with re-fetched credentials when offered ones got 401 (once per run), else None."""
+    if reason != "auth" or endpoint.source == "config":
+        return None
+    ctx.note("TURN credentials rejected: fetching them again")
+    return await with_fresh_credentials(ctx, endpoint)
 
 
 async def _try_transport(ctx, endpoint, row, plan: EchoPlan, ice: IceSettings, media: MediaSettings, engine_loading, end_by: float) -> _Attempt:

@@ -22,7 +22,8 @@ import psutil
 from agentd import hookimpl
 from agentd.checks import Check, CheckContext, Outcome, Plan
 from agentd.errors import ProbeError
-from agentd_plugins.ice import IceSettings, endpoints
+from agentd_plugins.ice import IceEndpoint, IceSettings
+from agentd_plugins.ice.selection import selection
 from agentd_plugins.ice.probes import binding_request, format_address, open_udp_client, probe_error, resolve_url
 from agentd_plugins.host.sample import vpn_interfaces
 
@@ -38,18 +39,18 @@ def agentd_collect_checks(plan: Plan):
             CHECK_ID,
             "NAT mapping behaviour and host addresses",
             run_nat,
-            timeout_s=settings.timeout_s + 1.0,  # a backstop: the bindings share one deadline
+            timeout_s=settings.timeout_s + 1.0 + settings.discovery_timeout_s,  # a backstop: the bindings share one deadline
             profiles=frozenset({"preshift", "full"}),
             order=45,
         )
     ]
 
 
-def binding_targets(settings: IceSettings) -> list[tuple[str, object]]:
-    """(label, url) of every endpoint a UDP binding can go to, in configuration order."""
+def binding_targets(chosen: list[IceEndpoint]) -> list[tuple[str, object]]:
+    """(label, url) of every endpoint a UDP binding can go to, in selection order."""
     seen: set[tuple[str, int]] = set()
     found = []
-    for endpoint in endpoints(settings):
+    for endpoint in chosen:
         url = endpoint.url
         if url.scheme == "stun" or (url.scheme == "turn" and url.transport == "udp"):
             key = (url.host.lower(), url.port)
@@ -96,11 +97,11 @@ def interface_facts() -> dict:
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT space (RFC 6598): not public either
 
 
-async def map_endpoints(settings: IceSettings, deadline_s: float) -> dict:
+async def map_endpoints(chosen: list[IceEndpoint], deadline_s: float) -> dict:
     """Bindings from one socket to every target; returns mapped addresses and errors per endpoint."""
     started = time.monotonic()
     left = lambda: max(0.05, deadline_s - (time.monotonic() - started))  # noqa: E731
-    targets = binding_targets(settings)
+    targets = binding_targets(chosen)
     resolved: list[tuple[str, tuple[str, int]]] = []
     errors: dict[str, dict] = {}
 
@@ -163,11 +164,22 @@ async def run_nat(ctx: CheckContext) -> Outcome:
     settings: IceSettings = ctx.section("ice")
     facts = await asyncio.to_thread(interface_facts)
     details: dict = {"mapping": "unknown", "mapped_addresses": {}, **facts}
-    if not binding_targets(settings):
-        details["reason"] = "not_configured"
-        return Outcome.skipped("no stun: or turn: UDP url in [[ice.servers]]", details=details)
+    chosen = await selection(ctx)
+    targets = chosen.udp_targets()
+    if chosen.relay_only:
+        # Force TURN: the softphone offers only relay candidates, so the NAT's mapping never decides a call
+        details.update(reason="relay_only")
+        return Outcome.skipped(
+            f"the softphone is relay-only ({chosen.relay_only_why}): every call goes through the TURN relay, "
+            "so the NAT's mapping does not matter" + _extras(facts),
+            details=chosen.annotate(details, []),
+        )
+    if not binding_targets(targets):
+        return chosen.nothing_to_test("stun: or turn: UDP url", details)
     ctx.note("NAT mapping")
-    found = await map_endpoints(settings, settings.timeout_s)
+    chosen.annotate(details, targets)
+    suffix = chosen.suffix(targets)
+    found = await map_endpoints(targets, settings.timeout_s)
     mapped: dict[str, str] = found["mapped"]
     details["mapped_addresses"] = mapped
     details["local"] = found["local"]
@@ -177,12 +189,12 @@ async def run_nat(ctx: CheckContext) -> Outcome:
     if not mapped:
         reasons = {e["reason"] for e in found["errors"].values()}
         details["reason"] = reasons.pop() if len(reasons) == 1 else "timeout"
-        return Outcome.skipped("no STUN server answered, so the NAT mapping is unknown" + extras, details=details)
+        return Outcome.skipped("no STUN server answered, so the NAT mapping is unknown" + extras + suffix, details=details)
     if len(mapped) < 2:
         details["reason"] = "not_configured"
         return Outcome.skipped(
             f"only one server endpoint answered ({next(iter(mapped.values()))}); the mapping needs two "
-            "(configure a second stun: url)" + extras,
+            "(configure a second stun: url)" + extras + suffix,
             details=details,
         )
     distinct = sorted(set(mapped.values()))
@@ -190,11 +202,11 @@ async def run_nat(ctx: CheckContext) -> Outcome:
     if len(distinct) == 1:
         details["mapping"] = "endpoint-independent"
         what = "no NAT" if not details["nat"] else "endpoint-independent mapping"
-        return Outcome.passed(f"{what}: {distinct[0]} towards {len(mapped)} server endpoints" + extras, details=details)
+        return Outcome.passed(f"{what}: {distinct[0]} towards {len(mapped)} server endpoints" + extras + suffix, details=details)
     details["mapping"] = "endpoint-dependent"
     return Outcome.warned(
         f"symmetric NAT (endpoint-dependent mapping): {', '.join(distinct)} towards {len(mapped)} server endpoints; "
-        "calls need a TURN relay" + extras,
+        "calls need a TURN relay" + extras + suffix,
         details=details,
     )
 

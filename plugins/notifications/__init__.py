@@ -14,7 +14,6 @@ from agentd.config import ConfigSection
 from agentd.errors import AuthError, ConfigError, GenesysError, PermissionMissing, ProbeError, TransportError
 from agentd.tls import client_context
 from agentd_plugins.genesys.client import has_credentials, shared_client, stored_user_id
-from agentd_plugins.websocket.check import register_channel_probe
 from agentd_plugins.websocket.probe import empty_row, probe_target, shown_url
 
 from .calls import CALLS_TOPIC, agent_user_id, create_channel, subscribe, uses_client_credentials
@@ -193,7 +192,15 @@ async def probe_genesys_channel(ctx, settings, plan) -> dict | None:
     return row
 
 
+class NotificationsChannel:
+    """The ``websocket`` check's probe of a Genesys notifications channel (``agentd_websocket_channels``)."""
+
+    name = "genesys-notifications"
+
+    async def probe(self, ctx, settings, plan) -> dict | None:
+        return await probe_genesys_channel(ctx, settings, plan)
+
+
 @hookimpl
-def agentd_configure(config) -> None:
-    # registered here, not at import: `mute` imports this package even when this plugin is disabled
-    register_channel_probe(probe_genesys_channel)
+def agentd_websocket_channels(config):
+    return [NotificationsChannel()]

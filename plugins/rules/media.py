@@ -626,10 +626,14 @@ def symmetric_nat(findings: Findings) -> Verdict | None:
 
 
 def turn_auth_failed(findings: Findings) -> Verdict | None:
-    rejected = [c for c in (findings.check(i) for i in TURN_CHECKS) if failed(c) and reason(c) == "auth"]
+    # credentials Genesys handed out (``source`` "genesys") are not agentd's configuration to correct
+    rejected = [
+        c for c in (findings.check(i) for i in TURN_CHECKS)
+        if failed(c) and reason(c) == "auth" and c.details.get("source") in (None, "config")
+    ]
     media = findings.check("media.path")
     attempts = items(media.details.get("attempts")) if media is not None and media.status in (Status.FAIL, Status.WARN) else []
-    refused = [a for a in attempts if a.get("ok") is not True and a.get("reason") == "auth"]
+    refused = [a for a in attempts if a.get("ok") is not True and a.get("reason") == "auth" and a.get("source") in (None, "config")]
     if not rejected and not refused:
         return None
     servers = sorted({str(c.details.get("server")) for c in rejected if c.details.get("server")} | {str(a["server"]) for a in refused if a.get("server")})

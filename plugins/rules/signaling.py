@@ -222,7 +222,9 @@ def websocket_unreachable(findings: Findings) -> Verdict | None:
         return None
     status = number(ws.details.get("handshake_status"))
     why = ws.details.get("reason")
-    if status == 101 or why in KEEPALIVE_REASONS:
+    if status == 101 and why in ("timeout", "protocol"):
+        status = None  # the upgrade worked; what follows it did not (a streaming channel's XMPP stream)
+    if why in KEEPALIVE_REASONS or status == 101:
         return None  # it opened and later went quiet or dropped: the keepalive rule's
     if why == "auth" and any(isinstance(row.get("genesys_auth"), dict) for row in [ws.details, *items(ws.details.get("targets"))]):
         return None  # the agent's login was refused or ran out, not the network: platform.auth_failed says so

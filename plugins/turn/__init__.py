@@ -11,12 +11,14 @@ lifetime 0), so a check run leaves no relay ports behind on the server.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 
 from agentd import hookimpl
 from agentd.checks import Check, CheckContext, Outcome, Plan
-from agentd_plugins.ice import IceSettings, turn_endpoints
+from agentd_plugins.ice import IceEndpoint, IceSettings
 from agentd_plugins.ice.probes import Allocation, turn_allocation
+from agentd_plugins.ice.selection import selection, with_fresh_credentials
 
 TRANSPORTS = {"udp": 50, "tcp": 51, "tls": 52}
 TITLES = {
@@ -34,7 +36,8 @@ def agentd_collect_checks(plan: Plan):
             f"turn.{transport}",
             TITLES[transport],
             _runner(transport),
-            timeout_s=settings.timeout_s + 1.0,  # a backstop: every allocation has its own deadline
+            # a backstop: every allocation has its own deadline; a 401 on offered credentials fetches them once more
+            timeout_s=2 * (settings.timeout_s + settings.discovery_timeout_s) + 1.0,
             profiles=frozenset({"preshift", "full"}),
             order=order,
         )
@@ -50,33 +53,51 @@ def _runner(transport: str):
     return run
 
 
-async def allocate_all(settings: IceSettings, transport: str) -> list[Allocation]:
-    """An allocation (made and released) on every url of ``transport``, concurrently."""
-    return list(
-        await asyncio.gather(
-            *(turn_allocation(e, timeout_s=settings.timeout_s, ca_file=settings.ca_file) for e in turn_endpoints(settings, transport))
-        )
-    )
+async def allocate_all(ctx: CheckContext, settings: IceSettings, chosen: list[IceEndpoint]) -> list[Allocation]:
+    """An allocation (made and released) on every url, concurrently; offered credentials
+    that get 401 are fetched again once and tried again (they go stale, the softphone's too)."""
+    return list(await asyncio.gather(*(allocate_one(ctx, settings, e) for e in chosen)))
+
+
+async def allocate_one(ctx: CheckContext, settings: IceSettings, endpoint: IceEndpoint) -> Allocation:
+    found = await turn_allocation(endpoint, timeout_s=settings.timeout_s, ca_file=settings.ca_file)
+    if found.ok or found.reason != "auth" or endpoint.source == "config":
+        return found
+    ctx.note("TURN credentials rejected: fetching them again")
+    fresh = await with_fresh_credentials(ctx, endpoint)
+    if fresh is None:
+        return found
+    again = await turn_allocation(fresh, timeout_s=settings.timeout_s, ca_file=settings.ca_file)
+    return dataclasses.replace(again, refetched=True)
 
 
 def _describe(a: Allocation) -> str:
-    return f"relay {a.relay} from {a.server} in {a.alloc_ms:.0f} ms" if a.ok else (a.error or f"{a.server}: {a.reason}")
+    if a.ok:
+        return f"relay {a.relay} from {a.server} in {a.alloc_ms:.0f} ms" + (" (with fresh credentials)" if a.refetched else "")
+    text = a.error or f"{a.server}: {a.reason}"
+    if a.reason == "auth" and a.source not in (None, "config"):
+        # not agentd's configuration: the source handed out credentials its own TURN server refuses
+        text += " (credentials handed out by Genesys, refused also after fetching them again)"
+    return text
 
 
 async def run_turn(ctx: CheckContext, transport: str) -> Outcome:
     settings: IceSettings = ctx.section("ice")
-    if not turn_endpoints(settings, transport):
+    chosen = await selection(ctx)
+    urls = chosen.turn(transport)
+    if not urls:
         scheme = "turns:" if transport == "tls" else f"turn:...?transport={transport}"
-        return Outcome.skipped(f"no {scheme} url in [[ice.servers]]", details={"reason": "not_configured"})
+        return chosen.nothing_to_test(f"{scheme} url")
     ctx.note(f"TURN over {transport}")
-    allocations = await ctx.memo(f"ice.turn.{transport}", lambda: allocate_all(settings, transport))
+    allocations = await ctx.memo(f"ice.turn.{transport}", lambda: allocate_all(ctx, settings, urls))
     ok = [a for a in allocations if a.ok]
     failed = [a for a in allocations if not a.ok]
     metrics = {"alloc_ms": min((a.alloc_ms for a in ok), default=None), "allocations_ok": len(ok), "allocations_failed": len(failed)}
-    details: dict = {"allocations": [a.to_dict() for a in allocations]}
+    details: dict = chosen.annotate({"allocations": [a.to_dict() for a in allocations]}, urls)
+    suffix = chosen.suffix(urls)
     first = ok[0] if ok else None
     if first is not None:
-        details.update(server=first.server, relay=first.relay, mapped=first.mapped)
+        details.update(server=first.server, relay=first.relay, mapped=first.mapped, source=first.source)
     if failed:
         # the dominant reason names the case; the first failure of that reason gives server and certificate
         reason = Counter(a.reason for a in failed).most_common(1)[0][0]
@@ -84,12 +105,12 @@ async def run_turn(ctx: CheckContext, transport: str) -> Outcome:
         details["reason"] = reason
         if first is None:
             details["server"] = example.server
+            details["source"] = example.source
         if example.certificate:
             details["certificate"] = example.certificate
     if not ok:
-        return Outcome.failed("; ".join(_describe(a) for a in failed), metrics=metrics, details=details)
-    if failed:
-        return Outcome.warned(
-            f"{_describe(first)}; but " + "; ".join(_describe(a) for a in failed), metrics=metrics, details=details
-        )
-    return Outcome.passed("; ".join(_describe(a) for a in ok), metrics=metrics, details=details)
+        return Outcome.failed("; ".join(_describe(a) for a in failed) + suffix, metrics=metrics, details=details)
+    if failed or chosen.failed_offers():
+        but = ("; but " + "; ".join(_describe(a) for a in failed)) if failed else ""
+        return Outcome.warned(f"{_describe(first)}{but}{suffix}", metrics=metrics, details=details)
+    return Outcome.passed("; ".join(_describe(a) for a in ok) + suffix, metrics=metrics, details=details)

@@ -22,7 +22,8 @@ from agentd.commands import Command
 from agentd.config import Config, ConfigSection
 from agentd.errors import ConfigError, ProbeError, UsageError
 from agentd.net import resolve
-from agentd_plugins.ice import IceSettings, endpoints, parse_port_range
+from agentd_plugins.ice import IceSettings, parse_port_range
+from agentd_plugins.ice.selection import selection
 from agentd_plugins.ice.probes import probe_error, resolve_url, stun_binding_udp
 
 from . import reflect
@@ -63,7 +64,7 @@ def agentd_collect_checks(plan: Plan):
             CHECK_ID,
             "UDP from the media port range",
             run_udp_ports,
-            timeout_s=settings.timeout_s + 1.0,  # a backstop: the sample has its own deadline
+            timeout_s=settings.timeout_s + 1.0 + plan.config.section("ice").discovery_timeout_s,  # a backstop: the sample has its own deadline
             profiles=frozenset({"preshift", "full"}),
             order=60,
         )
@@ -116,6 +117,7 @@ async def run_udp_ports(ctx: CheckContext) -> Outcome:
     first, last = parse_port_range(ice.media_port_range)
     local_ports = sample_ports(first, last, settings.sample)
     details: dict = {"range": f"{first}-{last}"}
+    suffix = ""
     try:
         if settings.reflector:
             r_first, r_last = parse_port_range(settings.reflector_ports)
@@ -124,11 +126,13 @@ async def run_udp_ports(ctx: CheckContext) -> Outcome:
             target = f"reflector {settings.reflector}:{r_first}-{r_last}"
             reflector = True
         else:
-            url = next((e.url for e in endpoints(ice) if e.url.scheme == "stun" or (e.url.scheme == "turn" and e.url.transport == "udp")), None)
-            if url is None:
-                return Outcome.skipped(
-                    "no stun: or turn: UDP url in [[ice.servers]] and no [udp_ports] reflector", details={**details, "reason": "not_configured"}
-                )
+            chosen = await selection(ctx)
+            target_endpoint = next(iter(chosen.udp_targets()), None)
+            if target_endpoint is None:
+                return chosen.nothing_to_test("stun: or turn: UDP url (and no [udp_ports] reflector)", details)
+            url = target_endpoint.url
+            chosen.annotate(details, [target_endpoint])
+            suffix = chosen.suffix([target_endpoint])
             address = await resolve_url(url, timeout_s=settings.timeout_s / 2)
             remote_ports = [url.port] * len(local_ports)
             target = f"STUN {url.hostport}"
@@ -151,11 +155,11 @@ async def run_udp_ports(ctx: CheckContext) -> Outcome:
     if failed:
         details["reason"] = Counter(r["reason"] for r in failed).most_common(1)[0][0]
     if answered == 0:
-        return Outcome.failed(f"no answer from {target} to any of {len(rows)} ports ({details['reason']})", metrics=metrics, details=details)
+        return Outcome.failed(f"no answer from {target} to any of {len(rows)} ports ({details['reason']}){suffix}", metrics=metrics, details=details)
     if pct < settings.warn_below_pct:
         blocked = ", ".join(f"{r['local_port']}->{r['remote_port']}" for r in failed[:8])
-        return Outcome.warned(f"{answered}/{len(rows)} ports answered by {target}; no answer for {blocked}", metrics=metrics, details=details)
-    return Outcome.passed(f"{answered}/{len(rows)} ports across {first}-{last} answered by {target}", metrics=metrics, details=details)
+        return Outcome.warned(f"{answered}/{len(rows)} ports answered by {target}; no answer for {blocked}{suffix}", metrics=metrics, details=details)
+    return Outcome.passed(f"{answered}/{len(rows)} ports across {first}-{last} answered by {target}{suffix}", metrics=metrics, details=details)
 
 
 # -- agentd reflect -------------------------------------------------------------------------------------------------

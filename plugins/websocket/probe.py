@@ -97,6 +97,7 @@ async def open_timed(
     timeout_s: float,
     headers: dict[str, str] | None = None,
     close_timeout_s: float = 1.0,
+    subprotocols: list[str] | None = None,
 ) -> Opened:
     """Open ``url`` within ``timeout_s``, timing each phase.
 
@@ -155,6 +156,7 @@ async def open_timed(
             max_size=MAX_MESSAGE_BYTES,
             additional_headers=headers,
             user_agent_header="agentd",
+            subprotocols=subprotocols,
             create_connection=TimedConnection,
             **kwargs,
         )

@@ -99,6 +99,30 @@ class Spy:
         return [SpySink(self.delivered)]
 
     @hookimpl
+    def agentd_ice_servers(self, config, refresh, timeout_s):
+        self._saw()
+        from agentd_plugins.ice.offers import IceServerOffer
+
+        async def offer():
+            return IceServerOffer(source="spy", skip="the spy offers no servers")
+
+        return offer()
+
+    @hookimpl
+    def agentd_websocket_channels(self, config):
+        self._saw()
+        spy = self
+
+        class SpyChannel:
+            name = "spy-channel"
+
+            async def probe(self, ctx, settings, plan):
+                spy.channel_probed = True
+                return None
+
+        return [SpyChannel()]
+
+    @hookimpl
     def agentd_daemon_start(self, daemon):
         self._saw()
 
@@ -168,6 +192,11 @@ async def test_every_hook_is_called_by_a_real_flow(agentd_env, tmp_path):
     report = await app.run_check("preshift", only=["spy.check"])
     assert report.check("spy.check").status is Status.FAIL
     assert any(v.code == "spy.verdict" for v in report.verdicts)
+
+    # the ICE checks ask agentd_ice_servers; the websocket check agentd_websocket_channels
+    ice = await app.run_check("preshift", only=["stun", "websocket"])
+    assert ice.check("stun").status is Status.SKIP and "the spy offers no servers" in ice.check("stun").summary
+    assert spy.channel_probed
 
     incident = await app.run_diagnose("conv-1")
     assert any(e.id == "spy.evidence" and e.summary == "about conv-1" for e in incident.evidence)

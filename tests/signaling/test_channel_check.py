@@ -27,9 +27,12 @@ async def test_channel_is_created_subscribed_and_answers_the_genesys_ping(fake_g
     assert row["subscribed"] == [f"v2.users.{AGENT_USER_ID}.conversations.calls"]
     assert row["genesys_pings_sent"] == 2 and row["genesys_pongs_received"] == 2 and row["pongs_received"] == 2
     assert hub(fake_genesys).pings == 2  # the fake saw the text pings
-    (channel,) = hub(fake_genesys).channels.values()
+    # besides it, the softphone's streaming channel (its own row): created, measured, closed
+    (channel,) = [c for c in hub(fake_genesys).channels.values() if c.connection_type != "streaming"]
     assert list(channel.topics) == [f"v2.users.{AGENT_USER_ID}.conversations.calls"]
     assert row["channel_id"] == channel.id and channel.id in row["target"]
+    (xmpp,) = [r for r in result.details["targets"] if r.get("streaming_channel")]
+    assert xmpp["ok"] and xmpp["xmpp_pongs_received"] == 2
 
 
 async def test_heartbeats_are_watched_when_observing(fake_genesys, agentd_env):

@@ -55,6 +55,8 @@ class FakeChannel:
     user_id: str | None
     expires_at: float
     topics: dict[str, None] = field(default_factory=dict)
+    connection_type: str = "websocket"
+    """``streaming``: the softphone's XMPP channel (``/stream/channels/{id}``, see streaming.py)."""
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
 
     def to_json(self, base_ws: str) -> dict[str, Any]:
@@ -173,6 +175,7 @@ class NotificationHub:
     async def create_channel(self, request: web.Request) -> web.Response:
         grant = self.fake.require_token(request, ("notifications",))
         channel = FakeChannel(str(uuid.uuid4()), grant.user_id, time.time() + self.channel_lifetime_s)
+        channel.connection_type = request.query.get("connectionType", "websocket")
         self.channels[channel.id] = channel
         return web.json_response(channel.to_json(self._ws_base()))
 

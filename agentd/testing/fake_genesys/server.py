@@ -12,7 +12,8 @@ reads with the scenario's data. Every response carries ``ININ-Correlation-Id`` a
 ``inin-ratelimit-*`` headers; faults (429 with Retry-After, 5xx, slow answers, bodies
 that are not JSON, dropped connections) are injected through ``state.inject``.
 
-Extending it (the notifications WebSocket lives in ``notifications.py``): a module or
+Extending it (the notifications WebSocket lives in ``notifications.py``, the streaming
+XMPP channel in ``streaming.py``): a module or
 callable ``install(app, fake)`` adds routes to the aiohttp ``app`` before it starts; it
 may call ``fake.require_token(request, scopes)`` to enforce the same auth, and use
 ``fake.state`` (``conversations``, ``participant()``, ``listeners``, ``extra``).
@@ -100,6 +101,11 @@ class FakeGenesys:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def ws_url(self) -> str:
+        """``[genesys] streaming_base_url`` for this fake (``/stream/channels/{id}`` lives here)."""
+        return f"ws://{self.host}:{self.port}"
+
     async def start(self) -> FakeGenesys:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
@@ -122,7 +128,10 @@ class FakeGenesys:
     def config_toml(self, *, client_id: str = "agentd-cc", client_secret: str | None = "cc-secret-9f3b2a7c51", extra: str = "") -> str:
         """A ``[genesys]`` section pointing agentd at this fake (default: the scenario's
         client-credentials client; the secret inline, which is fine for a test)."""
-        lines = ["[genesys]", 'region = "mypurecloud.com"', f'api_base_url = "{self.url}"', f'login_base_url = "{self.url}"', f'client_id = "{client_id}"']
+        lines = [
+            "[genesys]", 'region = "mypurecloud.com"', f'api_base_url = "{self.url}"', f'login_base_url = "{self.url}"',
+            f'streaming_base_url = "{self.ws_url}"', f'client_id = "{client_id}"',
+        ]
         if client_secret:
             lines.append(f'client_secret = "{client_secret}"')
         return "\n".join(lines) + "\n" + extra
@@ -130,14 +139,15 @@ class FakeGenesys:
     @staticmethod
     def _extensions(extra: Iterable[Extension]) -> list[Extension]:
         found: list[Extension] = []
-        try:
-            module = importlib.import_module("agentd.testing.fake_genesys.notifications")
-        except ModuleNotFoundError as exc:
-            if exc.name != "agentd.testing.fake_genesys.notifications":
-                raise
-        else:
-            if callable(getattr(module, "install", None)):
-                found.append(module.install)
+        for name in ("agentd.testing.fake_genesys.notifications", "agentd.testing.fake_genesys.streaming"):
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name != name:
+                    raise
+            else:
+                if callable(getattr(module, "install", None)):
+                    found.append(module.install)
         found.extend(extra)
         return found
 

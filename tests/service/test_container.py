@@ -4,7 +4,7 @@ configuration at all, as a fleet admin would do it.
 
 Costs: the Debian root is built once by debootstrap and cached (see debian_container.py;
 8.5 min on a loaded machine). From the cache this module took 4.0 min on 2 cores at load 9:
-1.9 min building the .deb (shared with test_packaging.py), dpkg -i 27 s, the rest the tests.
+most of it building the .deb (shared with test_packaging.py), then dpkg -i 27 s and the tests.
 The watchdog's minute runs while the other assertions are made, and the image container
 is built in a thread meanwhile.
 """

@@ -219,8 +219,9 @@ class Daemon:
         # Delivery first, bookkeeping after: a full or broken state disk must not cost the
         # report its way to the caller and the sinks. Each failure after is a warning.
         warnings: list[str] = []
+        sinks_well = False
         if trigger == "schedule" or upload:
-            said, problem = await self._deliver(report)
+            said, problem, sinks_well = await self._deliver(report)
             if problem:
                 warnings.append(problem)
             if on_delivered is not None:
@@ -237,7 +238,7 @@ class Daemon:
             if on_warning is not None:
                 on_warning(text)
         self.notifier.status(self._status_line())
-        if upload or trigger == "schedule":
+        if sinks_well:  # older reports now, in the background; with a sink down they wait for the next flush
             self._flush_soon()
         return report
 
@@ -282,10 +283,10 @@ class Daemon:
         )
         return self.app.correlate(report)
 
-    async def _deliver(self, report: Report) -> tuple[str, str | None]:
+    async def _deliver(self, report: Report) -> tuple[str, str | None, bool]:
         """Through agentd.delivery (spool, then sinks) when it is there, else a file in
-        the state directory. Returns one line saying what happened, and a warning when
-        the report could not be kept."""
+        the state directory. Returns one line saying what happened, a warning when the
+        report could not be kept, and whether every sink took it."""
         delivery = _delivery_module()
         deliver = getattr(delivery, "deliver_report", None) if delivery else None
         if deliver is not None:
@@ -294,17 +295,18 @@ class Daemon:
                 describe = getattr(delivery, "describe", None)
                 said = describe(outcome) if describe else f"report {report.id} delivered"
                 spool_error = getattr(outcome, "spool_error", None)
-                return said, (f"report {report.id} not spooled: {spool_error}" if spool_error else None)
+                warning = f"report {report.id} not spooled: {spool_error}" if spool_error else None
+                return said, warning, not getattr(outcome, "failed", True)
             except Exception as exc:  # delivery keeps its own spool; the report is also kept below
                 log.error("report delivery failed", report=report.id, error=f"{type(exc).__name__}: {exc}")
         folder = paths.state_dir() / "reports"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             write_atomic(folder / f"{report.id}.json", report.to_json() + "\n")
-            return f"report {report.id} written to {folder}", None
+            return f"report {report.id} written to {folder}", None, False
         except OSError as exc:
             log.error("report not written", folder=str(folder), error=exc.strerror)
-            return f"report {report.id} not delivered: {exc.strerror}", f"report {report.id} not kept: {exc.strerror}"
+            return f"report {report.id} not delivered: {exc.strerror}", f"report {report.id} not kept: {exc.strerror}", False
 
     async def _scheduled(self, due: DueRun) -> None:
         log.info("scheduled check", slot=isoformat(due.slot), missed=due.missed, profile=due.profile)

@@ -456,3 +456,20 @@ def test_the_daemon_delivers_older_reports_in_the_background_after_a_check(start
         time.sleep(0.5)
     assert collector.stores[old.id] == 1
     assert daemon.stop() == 0
+
+
+def test_a_stalling_collector_costs_a_check_through_the_daemon_only_its_own_budget(start_daemon, service_env, collector, tmp_path):
+    _upload_config(service_env, collector, f'retries = 0\n[spool]\npath = "{tmp_path / "spool"}"\nsink_timeout_s = 6\n')
+    collector.stall_s = 60
+    collector.set("stall")
+    daemon = start_daemon()
+    _ready(daemon)
+    started = time.monotonic()
+    done = service_env.run("check", "--json", "--upload", "--only", "svc.pass", timeout=120)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert "(by the daemon)" in done.stderr and "kept in the spool" in done.stderr, done.stderr
+    assert took < 40, took  # its own 6 s budget and the CLI's start, not the collector's 60 s
+    assert collector.posts[report["id"]] == 1
+    assert daemon.stop(timeout_s=30) == 0

@@ -17,6 +17,7 @@ BENCHMARKS = {
     "signaling": "WebSocket opening and pings, mute confirmation, monitor reconnects (issue 5)",
     "delivery": "correlation, HTML rendering, spool and sink throughput (issue 6)",
     "idle_daemon": "the idle daemon's memory and CPU over a minute with the host timeline on (issue 7)",
+    "chromium": "Chromium's WebRTC as the reference: transport and loss next to media.path in the lab (issue 11; root)",
     "hub": "the helpdesk hub: 5 000 PCs on one process, memory per connection, trigger to first progress, ingest (issue 12)",
     "media_loss": "media.path transport and loss over 20 full pre-shift runs per loss level in the lab (issue 11; root)",
     "faults": "memory under hostile input: a 50 MB Genesys answer, 200 control clients with 4 MiB lines (issue 14)",

@@ -115,7 +115,7 @@ class Hub:
             except httpx.HTTPError:
                 return False
 
-        wait_until(healthy, 30, what="the hub to answer /healthz")
+        wait_until(healthy, 120, what="the hub to answer /healthz")  # a loaded machine starts Python slowly
         return process
 
     def store(self, coro_factory):

@@ -19,7 +19,7 @@ def connected(url: str, auth, install_id: str | None = None):
     return check
 
 
-def run_check_and_wait(url: str, auth, install_id: str, timeout_s: float = 60.0) -> dict:
+def run_check_and_wait(url: str, auth, install_id: str, timeout_s: float = 120.0) -> dict:
     started = httpx.post(f"{url}/api/v1/pcs/{install_id}/checks", json={"profile": "preshift"}, auth=auth, timeout=10)
     assert started.status_code == 202, started.text
     run_id = started.json()["run_id"]
@@ -38,7 +38,7 @@ def test_a_daemon_enrolls_connects_and_runs_a_check_from_the_hub(hub, pc_factory
     auth = hub.add_user()
     pc = pc_factory(server.url, key, extra_env={"HUBTEST_SUMMARY": "slow & <broken>"})
     pc.start()
-    wait_until(connected(server.url, auth), 60, interval_s=0.3, what="the daemon to connect")
+    wait_until(connected(server.url, auth), 120, interval_s=0.3, what="the daemon to connect")
     install_id = pc.install_id()
 
     # the install token: owner-only on the PC, never in the daemon's log

@@ -44,7 +44,7 @@ def test_sigkill_during_ingest_then_restart_stores_each_report_once(hub, tmp_pat
     first_flush: list = []
     flusher = threading.Thread(target=lambda: first_flush.append(asyncio.run(delivery.flush())))
     flusher.start()
-    wait_until(lambda: len(stored_ids(hub.database)) >= 3, 60, interval_s=0.02, what="the first reports to be stored")
+    wait_until(lambda: len(stored_ids(hub.database)) >= 3, 120, interval_s=0.02, what="the first reports to be stored")
     server.kill(signal.SIGKILL)  # in the middle of the stream
     flusher.join(120)
     before = set(stored_ids(hub.database))

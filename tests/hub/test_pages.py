@@ -47,7 +47,7 @@ def test_helpdesk_runs_a_check_from_the_browser_and_hostile_text_stays_text(live
     # a real daemon joined to the hub; its slow check's summary is hostile too
     pc = pc_factory(live_hub.url, key, extra_env={"HUBTEST_SUMMARY": HOSTILE_SUMMARY, "HUBTEST_SLOW_S": "1.5"})
     pc.start()
-    wait_until(connected(live_hub.url, (name, password)), 60, interval_s=0.3, what="the daemon to connect")
+    wait_until(connected(live_hub.url, (name, password)), 120, interval_s=0.3, what="the daemon to connect")
     install_id = pc.install_id()
 
     page = browser.new_page()

@@ -19,7 +19,7 @@ def test_a_request_on_one_process_reaches_a_pc_on_the_other(postgres, hub_factor
 
     pc = pc_factory(first.url, key)  # the PC talks to the first process only
     pc.start()
-    wait_until(connected(second.url, auth), 60, interval_s=0.3, what="the PC to show as connected on the second process")
+    wait_until(connected(second.url, auth), 120, interval_s=0.3, what="the PC to show as connected on the second process")
     install_id = pc.install_id()
 
     run = run_check_and_wait(second.url, auth, install_id)  # asked on the second process

@@ -74,7 +74,7 @@ def test_the_daemon_joins_through_an_http_proxy(live_hub, pc_factory):
     with LoopbackProxy() as proxy:
         pc = pc_factory(live_hub.url, key, extra_env={"HTTP_PROXY": f"http://127.0.0.1:{proxy.port}", "NO_PROXY": ""})
         pc.start()
-        wait_until(connected(live_hub.url, auth), 60, interval_s=0.3, what="the daemon to connect through the proxy")
+        wait_until(connected(live_hub.url, auth), 120, interval_s=0.3, what="the daemon to connect through the proxy")
         assert ("CONNECT", f"127.0.0.1:{hub_port}") in proxy.seen  # the WebSocket
         assert ("POST", f"{live_hub.url}/api/v1/enroll") in proxy.seen  # the enrollment
         pc.stop()

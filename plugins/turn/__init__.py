@@ -1,7 +1,8 @@
 """The ``turn.udp``, ``turn.tcp`` and ``turn.tls`` checks: a real TURN allocation per transport.
 
 Each configured ``turn:``/``turns:`` url of the check's transport gets an allocation
-with the configured credentials, under ``[ice] timeout_s``: relay address and allocation
+with the configured credentials, under ``[ice] timeout_s`` (and as long again once the
+server has answered: a lossy path retransmits): relay address and allocation
 time, or the precise reason it failed (``auth`` for 401, evidence for
 ``config.turn_auth_failed``; ``refused``; ``timeout``; ``tls_untrusted`` naming the
 certificate's subject; ...). Every allocation is released at once (REFRESH with
@@ -21,6 +22,10 @@ from agentd_plugins.ice.probes import Allocation, turn_allocation
 from agentd_plugins.ice.selection import selection, with_fresh_credentials
 
 TRANSPORTS = {"udp": 50, "tcp": 51, "tls": 52}
+PATIENCE = 1.0
+"""An allocation whose server has answered (its 401 challenge came back) may take this many
+times ``[ice] timeout_s`` more: on a lossy path it is retransmitting, not talking to a dead
+server. A silent server still costs ``timeout_s``."""
 TITLES = {
     "udp": "TURN allocation over UDP",
     "tcp": "TURN allocation over TCP",
@@ -37,7 +42,7 @@ def agentd_collect_checks(plan: Plan):
             TITLES[transport],
             _runner(transport),
             # a backstop: every allocation has its own deadline; a 401 on offered credentials fetches them once more
-            timeout_s=2 * (settings.timeout_s + settings.discovery_timeout_s) + 1.0,
+            timeout_s=2 * (settings.timeout_s * (1 + PATIENCE) + settings.discovery_timeout_s) + 1.0,
             profiles=frozenset({"preshift", "full"}),
             order=order,
         )
@@ -60,14 +65,14 @@ async def allocate_all(ctx: CheckContext, settings: IceSettings, chosen: list[Ic
 
 
 async def allocate_one(ctx: CheckContext, settings: IceSettings, endpoint: IceEndpoint) -> Allocation:
-    found = await turn_allocation(endpoint, timeout_s=settings.timeout_s, ca_file=settings.ca_file)
+    found = await turn_allocation(endpoint, timeout_s=settings.timeout_s, ca_file=settings.ca_file, patience_s=PATIENCE * settings.timeout_s)
     if found.ok or found.reason != "auth" or endpoint.source == "config":
         return found
     ctx.note("TURN credentials rejected: fetching them again")
     fresh = await with_fresh_credentials(ctx, endpoint)
     if fresh is None:
         return found
-    again = await turn_allocation(fresh, timeout_s=settings.timeout_s, ca_file=settings.ca_file)
+    again = await turn_allocation(fresh, timeout_s=settings.timeout_s, ca_file=settings.ca_file, patience_s=PATIENCE * settings.timeout_s)
     return dataclasses.replace(again, refetched=True)
 
 

@@ -235,3 +235,21 @@ async def test_stuns_binding_over_tls_uses_the_configured_ca(agentd_env, coturn)
     config = agentd_env.write_config(config_text(stuns))
     untrusted = (await run_checks(config, "stun", unexplained_ok=("stun",)))["stun"]
     assert untrusted.status is Status.FAIL and untrusted.details["reason"] == "tls_untrusted"
+
+
+async def test_an_allocation_the_server_answered_is_given_patience_a_silent_one_is_not():
+    """The deadline follows what the path shows (plugins/ice/probes.py: _race's ``more``)."""
+    from agentd_plugins.ice.probes import _race
+
+    never = asyncio.get_running_loop().create_future()
+    # still retransmitting after the deadline, but the server has answered: waited for
+    assert await _race(asyncio.sleep(0.3, result="allocated"), never, 0.05, patience_s=5.0, more=lambda: 5.0) == "allocated"
+    # nothing ever answered: the deadline stands
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await _race(asyncio.sleep(5.0), never, 0.05, patience_s=5.0, more=lambda: 0.0)
+    assert time.monotonic() - started < 2.0
+    # patience is bounded too
+    with pytest.raises(TimeoutError):
+        await _race(asyncio.sleep(5.0), never, 0.05, patience_s=0.1, more=lambda: 5.0)
+    never.cancel()

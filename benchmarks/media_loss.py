@@ -95,10 +95,19 @@ def fail_fast_resolver(lab) -> Path:
     return folder
 
 
-def run_levels(levels: list[float], runs: int, cutoff_s: float, *, progress: bool = True) -> dict[float, list[Run]]:
+SCENARIOS = {
+    "udp-blocked": "the router drops all UDP (a firewall that lets only TCP out)",
+    "blackholed": "the router drops everything (no answer, no ICMP, no RST)",
+}
+
+
+def run_levels(
+    levels: list[float], runs: int, cutoff_s: float, *, progress: bool = True, scenarios: list[str] = (), scenario_runs: int = 5
+) -> tuple[dict[float, list[Run]], dict[str, list[Run]]]:
     from agentd.testing.netlab import Netlab
 
     results: dict[float, list[Run]] = {}
+    others: dict[str, list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="agentd-bench-loss-") as tmp, Netlab.create(nat="plain") as lab:
         resolver = fail_fast_resolver(lab)
         try:
@@ -115,16 +124,53 @@ def run_levels(levels: list[float], runs: int, cutoff_s: float, *, progress: boo
                         run = one_run(lab, env, cutoff_s)
                         results[pct].append(run)
                         if progress:
-                            print(
-                                f"  p={pct:g}% run {i + 1}: {run.wall_s:.2f} s, {run.transport}, loss {run.loss}, "
-                                f"CI {run.interval}, legs {run.detail('legs_tried')}, {(run.detail('loss_decision') or {}).get('stopped')}, "
-                                f"call {(run.detail('call') or {}).get('connected')}, verdicts {','.join(run.verdicts) or '-'}",
-                                file=sys.stderr,
-                                flush=True,
-                            )
+                            _progress(f"p={pct:g}%", i, run)
+                for name in scenarios:
+                    lab.clear_faults()
+                    {"udp-blocked": lab.drop_udp, "blackholed": lab.drop_all}[name]()
+                    others[name] = []
+                    for i in range(scenario_runs):
+                        run = one_run(lab, env, cutoff_s)
+                        others[name].append(run)
+                        if progress:
+                            _progress(name, i, run)
         finally:
             shutil.rmtree(resolver, ignore_errors=True)
-    return results
+    return results, others
+
+
+def _progress(name: str, i: int, run: Run) -> None:
+    print(
+        f"  {name} run {i + 1}: {run.wall_s:.2f} s, {run.transport}, loss {run.loss}, "
+        f"CI {run.interval}, legs {run.detail('legs_tried')}, {(run.detail('loss_decision') or {}).get('stopped')}, "
+        f"call {(run.detail('call') or {}).get('connected')}, media {(run.media or {}).get('duration_ms')} ms, "
+        f"verdicts {','.join(run.verdicts) or '-'}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def scenario_table(others: dict[str, list[Run]]) -> str:
+    out = [
+        "| path | runs | media.path: status, transport | `agentd check` wall median (max) | media.path duration median (max) | verdicts (runs) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, runs in others.items():
+        states: dict[str, int] = {}
+        verdicts: dict[str, int] = {}
+        for r in runs:
+            key = f"{(r.media or {}).get('status')} {r.transport}"
+            states[key] = states.get(key, 0) + 1
+            for code in r.verdicts:
+                verdicts[code] = verdicts.get(code, 0) + 1
+        walls = [r.wall_s for r in runs]
+        media = [(r.media or {}).get("duration_ms", 0) / 1000 for r in runs]
+        out.append(
+            f"| {SCENARIOS[name]} | {len(runs)} | {', '.join(f'{k} ({v})' for k, v in states.items())} | "
+            f"{statistics.median(walls):.2f} s ({max(walls):.2f}) | {statistics.median(media):.2f} s ({max(media):.2f}) | "
+            f"{', '.join(f'`{k}` ({v})' for k, v in sorted(verdicts.items()))} |"
+        )
+    return "\n".join(out)
 
 
 def table(results: dict[float, list[Run]]) -> str:
@@ -196,6 +242,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="full pre-shift runs per loss level (default 20)")
     parser.add_argument("--levels", default="0,2,5,10,20", help="random UDP loss each way at the router, percent (default 0,2,5,10,20)")
     parser.add_argument("--cutoff", type=float, default=30.0, help="kill a run after this many seconds (default 30)")
+    parser.add_argument("--scenarios", default="udp-blocked,blackholed", help=f"other paths, comma-separated, '' for none: {', '.join(SCENARIOS)}")
+    parser.add_argument("--scenario-runs", type=int, default=5, help="runs of each other path (default 5)")
     parser.add_argument("--quiet", action="store_true", help="no line per run on stderr")
     args = parser.parse_args()
     from agentd.testing.netlab import unavailable_reason
@@ -204,17 +252,26 @@ def main() -> None:
     if reason:
         print(f"network lab unavailable ({reason}): nothing measured")
         sys.exit(1)
-    levels = [float(x) for x in args.levels.split(",")]
+    levels = [float(x) for x in args.levels.split(",") if x]
     started = time.monotonic()
     with open("/proc/loadavg") as f:
         load_before = f.read().split()[:3]
-    results = run_levels(levels, args.runs, args.cutoff, progress=not args.quiet)
+    scenarios = [x for x in args.scenarios.split(",") if x]
+    unknown = [x for x in scenarios if x not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    results, others = run_levels(levels, args.runs, args.cutoff, progress=not args.quiet, scenarios=scenarios, scenario_runs=args.scenario_runs)
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
-    print(f"### media.path in full pre-shift runs, random UDP loss p each way ({args.runs} runs per level)\n")
-    print(table(results))
-    print()
-    print(independence(results))
+    if results:
+        print(f"### media.path in full pre-shift runs, random UDP loss p each way ({args.runs} runs per level)\n")
+        print(table(results))
+        print()
+        print(independence(results))
+    if others:
+        print(f"\n### Other paths ({args.scenario_runs} runs each)\n")
+        print(scenario_table(others))
+        print()
     counts = numgen_counts()
     print(f"- `numgen random mod 100 < 10`, 5 fresh rules, 2000 datagrams each: {counts} dropped (binomial: 200 +- 13)")
     print(f"\n({time.monotonic() - started:.0f} s; load average before {' '.join(load_before)}, after {' '.join(load_after)})")

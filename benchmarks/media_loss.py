@@ -144,7 +144,8 @@ def _progress(name: str, i: int, run: Run) -> None:
         f"  {name} run {i + 1}: {run.wall_s:.2f} s, {run.transport}, loss {run.loss}, "
         f"CI {run.interval}, legs {run.detail('legs_tried')}, {(run.detail('loss_decision') or {}).get('stopped')}, "
         f"call {(run.detail('call') or {}).get('connected')}, media {(run.media or {}).get('duration_ms')} ms, "
-        f"verdicts {','.join(run.verdicts) or '-'}",
+        f"verdicts {','.join(run.verdicts) or '-'}"
+        + ("" if run.transport == "udp" else f"; media.path {(run.media or {}).get('status')}: {(run.media or {}).get('summary')}"),
         file=sys.stderr,
         flush=True,
     )

@@ -440,7 +440,8 @@ def measured_outcome(
     decision = run.decision
     loss = decision.lost / decision.tried if decision.tried else 0.0
     # delay and jitter from legs read on time (a stalled event loop is this process, not the network)
-    timed = [r for r in records if not r.stalled] or records
+    arrived = [r for r in records if r.forward_ms is not None]  # not empty: a run that carried nothing is not measured
+    timed = [r for r in arrived if not r.stalled] or arrived  # a PC busy all along: every leg was read late
     transits = [t for r in timed for t in (r.forward_ms, r.back_ms) if t is not None]
     echoes = [r.forward_ms + r.back_ms for r in timed if r.forward_ms is not None and r.back_ms is not None]
     rtt_median = statistics.median(transits)

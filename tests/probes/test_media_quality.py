@@ -178,3 +178,17 @@ def test_fail_mos_above_warn_mos_is_a_configuration_error_naming_the_key(agentd_
     proc = agentd_env.run("check", "--only", "media.path", "--no-daemon")
     assert proc.returncode == 2
     assert "media.fail_mos" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_legs_read_while_the_process_was_held_up_leave_delay_but_not_loss():
+    records = [EchoRecord(0, i, i * 0.02, 5.0, 5.0) for i in range(50)]
+    records[10] = EchoRecord(0, 10, 0.2, 400.0, 5.0, stalled=True)  # read 400 ms late: this process, not the network
+    attempts = [{"transport": "udp", "server": "x", "ok": True}]
+    run = EchoRun("udp", "x", 1, tuple(records), decide_loss(0, 100, threshold=0.01, precision=0.025), "cap", 10.0, 1000.0)
+    outcome = measured_outcome(run, _call(), attempts, MediaSettings())
+    assert outcome.metrics["rtt_max_ms"] == 5.0 and outcome.metrics["jitter_ms"] == 0.0
+    assert outcome.details["stalled_probes"] == 1 and outcome.details["legs_tried"] == 100
+    # busy all along (every arrival read late) and the rest lost: the figures still come out
+    busy = [EchoRecord(0, i, i * 0.02, None, None) if i % 2 else EchoRecord(0, i, i * 0.02, 30.0, 30.0, stalled=True) for i in range(50)]
+    run = EchoRun("udp", "x", 1, tuple(busy), decide_loss(25, 75, threshold=0.01, precision=0.025), "cap", 10.0, 1000.0)
+    assert measured_outcome(run, _call(), attempts, MediaSettings()).metrics["rtt_ms"] == 30.0

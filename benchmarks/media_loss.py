@@ -42,6 +42,9 @@ class Run:
     turn_udp: str | None
     verdicts: tuple[str, ...]
     rows_bad: tuple[str, ...]
+    rcvbuf_drops: int = 0
+    """UDP datagrams the agent namespace's kernel dropped for full socket buffers during the run
+    (agentd too busy to read): counted as loss by any probe, though the network did not lose them."""
 
     @property
     def transport(self) -> str | None:
@@ -67,14 +70,24 @@ class Run:
         return hashlib.sha1(bits.encode()).hexdigest()[:10]
 
 
+def _rcvbuf_errors(lab) -> int:
+    """The agent namespace's Udp RcvbufErrors counter (/proc/net/snmp)."""
+    lines = [line.split() for line in lab.exec(lab.agent, ["cat", "/proc/net/snmp"]).stdout.splitlines() if line.startswith("Udp:")]
+    if len(lines) < 2 or "RcvbufErrors" not in lines[0]:
+        return 0
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
 def one_run(lab, env: dict[str, str], cutoff_s: float) -> Run:
+    before = _rcvbuf_errors(lab)
     started = time.monotonic()
     proc = lab.run_in_agent([sys.executable, "-m", "agentd", "check", "--json", "--no-daemon"], env=env, timeout=cutoff_s)
     wall = time.monotonic() - started
+    drops = _rcvbuf_errors(lab) - before
     try:
         report = json.loads(proc.stdout)
     except ValueError:
-        return Run(wall, proc.returncode, None, None, (), ("no report: " + proc.stderr[-300:],))
+        return Run(wall, proc.returncode, None, None, (), ("no report: " + proc.stderr[-300:],), drops)
     checks = {c["id"]: c for c in report["checks"]}
     bad = tuple(f"{c['id']} {c['status']}" for c in report["checks"] if c["status"] in ("fail", "warn", "error") and c["id"] not in ("dns", "https", "host"))
     return Run(
@@ -84,6 +97,7 @@ def one_run(lab, env: dict[str, str], cutoff_s: float) -> Run:
         (checks.get("turn.udp") or {}).get("status"),
         tuple(v["code"] for v in report.get("verdicts", [])),
         bad,
+        drops,
     )
 
 
@@ -144,6 +158,7 @@ def _progress(name: str, i: int, run: Run) -> None:
         f"  {name} run {i + 1}: {run.wall_s:.2f} s, {run.transport}, loss {run.loss}, "
         f"CI {run.interval}, legs {run.detail('legs_tried')}, {(run.detail('loss_decision') or {}).get('stopped')}, "
         f"call {(run.detail('call') or {}).get('connected')}, media {(run.media or {}).get('duration_ms')} ms, "
+        f"rcvbuf drops {run.rcvbuf_drops}, stalled {run.detail('stalled_probes')}, "
         f"verdicts {','.join(run.verdicts) or '-'}"
         + ("" if run.transport == "udp" else f"; media.path {(run.media or {}).get('status')}: {(run.media or {}).get('summary')}"),
         file=sys.stderr,
@@ -176,8 +191,8 @@ def scenario_table(others: dict[str, list[Run]]) -> str:
 
 def table(results: dict[float, list[Run]]) -> str:
     out = [
-        "| p each way | truth 1-(1-p)^2 | runs | on UDP | loss_pct median (min-max) | within 3 pts | CI covers truth | legs median (min-max) | stopped | MOS median | `agentd check` wall median (max) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| p each way | truth 1-(1-p)^2 | runs | on UDP | loss_pct median (min-max) | within 3 pts | CI covers truth | legs median (min-max) | stopped | MOS median | `agentd check` wall median (max) | socket-buffer drops (runs) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for pct, runs in results.items():
         truth = 100 * (1 - (1 - pct / 100) ** 2)
@@ -197,7 +212,7 @@ def table(results: dict[float, list[Run]]) -> str:
         out.append(
             f"| {pct:g}% | {truth:.2f} | {len(runs)} | {on_udp} | {loss_text} | {within} | {covers} | {legs_text} | "
             f"{', '.join(f'{k} {v}' for k, v in sorted(stops.items()))} | {statistics.median(mos) if mos else '-'} | "
-            f"{statistics.median(walls):.2f} s ({max(walls):.2f}) |"
+            f"{statistics.median(walls):.2f} s ({max(walls):.2f}) | {sum(r.rcvbuf_drops for r in runs)} ({sum(1 for r in runs if r.rcvbuf_drops)}) |"
         )
     return "\n".join(out)
 
@@ -239,6 +254,9 @@ def numgen_counts(repeats: int = 5, packets: int = 2000, pct: int = 10) -> list[
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SIGTERM too tears the lab down (finally blocks)
     parser = argparse.ArgumentParser(description="Issue-11 benchmark: media.path transport and loss over full pre-shift runs in the lab.")
     parser.add_argument("--runs", type=int, default=20, help="full pre-shift runs per loss level (default 20)")
     parser.add_argument("--levels", default="0,2,5,10,20", help="random UDP loss each way at the router, percent (default 0,2,5,10,20)")

@@ -39,6 +39,10 @@ from av import AudioFrame
 
 from agentd.errors import ProbeError, ProbeTimeout
 
+AUDIO_MIN_FRAMES = 5
+AUDIO_WAIT_S = 1.0
+"""Once the probes are done, how long the call may still wait for its first 100 ms of audio each way."""
+
 CLOSE_TIMEOUT_S = 1.0
 """How long closing both peers may take; aioice waits for the TURN server to confirm each
 allocation's deletion and a dead server would hold that for a minute."""
@@ -281,6 +285,10 @@ async def run_call(target: RelayTarget, *, connect_timeout_s: float, connect_max
             return CallResult(target.transport, False, None, _state(pc_a), reason=exc.reason, error=str(exc))
         connect_ms = (time.monotonic() - started) * 1000.0
         await hold.wait()
+        # audio both ways before the figures, unless it does not come within AUDIO_WAIT_S
+        audio_by = time.monotonic() + AUDIO_WAIT_S
+        while not all(sink.frames >= AUDIO_MIN_FRAMES for sink in sinks.values()) and time.monotonic() < audio_by:
+            await asyncio.sleep(0.02)
         audio = await _audio_flows(pc_a, pc_b, sinks)
         return CallResult(target.transport, True, connect_ms, _state(pc_a), audio_a_to_b=audio[0], audio_b_to_a=audio[1])
     finally:

@@ -40,6 +40,7 @@ SENT = struct.Struct("!d")
 RTP_SIZE = 92
 """An Opus packet of 20 ms at 32 kbit/s with its RTP header (12 + 80 bytes)."""
 OPUS_PT = 111
+DRAIN_MIN_S = 0.2
 STALL_S = 0.010
 """The sender waking this much later than planned means the event loop was held up."""
 SSRC_BASE = 0x5A6E0000
@@ -335,13 +336,17 @@ async def probe(relay_a, relay_b, plan: EchoPlan, *, transport: str, url: str, s
                 if prober.arrivals == 0 and now - start >= plan.no_packet_s:
                     stopped = "no_packets"
                     break
-                if plan.sequential and prober.decision(now - prober.horizon()).done:
+                # nothing crossed yet: not a measurement to stop on (see no_packet_s)
+                if plan.sequential and prober.arrivals and prober.decision(now - prober.horizon()).done:
                     stopped = "decided"
                     break
-        if prober.arrivals == 0 and stopped in ("cap", "duration", "deadline"):
+        if prober.arrivals == 0:
             stopped = "no_packets"
-        # late packets: a few transit times after the last send, at most drain_s
-        drain_end = time.monotonic() + (prober.horizon() if prober.arrivals else 0.0)
+        # late packets: the final count takes every leg that left by the last send, and each
+        # gets at least DRAIN_MIN_S (a few transit times, at most drain_s) to arrive; a slow
+        # straggler counted lost would bias loss up on a busy PC
+        last_send = time.monotonic()
+        drain_end = last_send + (min(plan.drain_s, max(DRAIN_MIN_S, 3 * prober.horizon())) if prober.arrivals else 0.0)
         while time.monotonic() < drain_end and not prober.all_back() and not prober.closed_end:
             await asyncio.sleep(0.01)
         probing_ms = (time.monotonic() - start) * 1000.0
@@ -350,7 +355,7 @@ async def probe(relay_a, relay_b, plan: EchoPlan, *, transport: str, url: str, s
             url=url,
             streams=plan.streams,
             records=prober.records(start),
-            decision=prober.decision(),
+            decision=prober.decision(last_send),
             stopped=stopped,
             setup_ms=setup_ms,
             probing_ms=probing_ms,

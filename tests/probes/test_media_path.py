@@ -29,10 +29,10 @@ async def test_media_flows_over_udp_with_sane_figures(agentd_env, coturn):
     # a clean path: the sequential test stops once "below 1 %" is 95 % sure (~270 legs), well before the 5 s cap
     decision = d["loss_decision"]
     assert decision["side"] == "below" and decision["stopped"] == "decided" and decision["bound_pct"] < 1.0
-    assert 268 <= d["legs_tried"] < 1000 and d["legs_lost"] == 0 and d["probes_sent"] == d["probes_received"]
+    assert 268 <= d["legs_tried"] < 2000 and d["legs_lost"] == 0 and d["probes_sent"] == d["probes_received"]
     assert d["loss_ci95_pct"][0] == 0.0 and 0 < d["loss_ci95_pct"][1] < 1.5
     assert m["loss_pct"] == 0.0 and d["raw_loss_pct"] == 0.0 and m["max_loss_burst"] == 0
-    assert 0 < m["rtt_ms"] <= m["rtt_p95_ms"] <= m["rtt_max_ms"] < 200
+    assert 0 < m["rtt_ms"] <= m["rtt_p95_ms"] <= m["rtt_max_ms"] and m["rtt_ms"] < 50  # loopback (a busy machine adds its own)
     assert m["mos"] > 4.5
     # the call set up through the relay and carried real audio both ways (not silence)
     assert d["call"]["connected"] is True, d["call"]

@@ -576,7 +576,8 @@ def has_credentials(settings: GenesysSettings) -> bool:
         return True
     if settings.auth == "client_credentials":
         return False
-    return bool(settings.client_id and (settings.refresh_token or TokenStore(settings.token_path).exists()))
+    # a stored login names its own OAuth client (the daemon may hold one an agent handed over)
+    return bool((settings.client_id and settings.refresh_token) or TokenStore(settings.token_path).exists())
 
 
 def token_manager(settings: GenesysSettings, client: GenesysClient) -> TokenManager:

@@ -40,6 +40,12 @@ from .tokens import AccessToken, StoredLogin, TokenManager, TokenStore, login_fr
 log = structlog.get_logger("agentd.genesys.login")
 
 SERVICE = "genesys"
+
+
+def _own_uid() -> int | None:
+    """The daemon's uid (None on Windows, where accounts are names)."""
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid() if geteuid else None
 CHECK_TIMEOUT_S = 15.0
 
 
@@ -91,7 +97,7 @@ class HeldLogin:
             checked=checked,
             replaced=before.who() if before is not None and before.user_id != held.user_id else None,
         )
-        return {"ok": True, "changed": True, "login": held.public(), "stored": str(self.store.path), "daemon_uid": os.geteuid()}
+        return {"ok": True, "changed": True, "login": held.public(), "stored": str(self.store.path), "daemon_uid": _own_uid()}
 
     async def _identify(self, login: StoredLogin) -> tuple[str | None, str | None, bool]:
         """Who Genesys says the token belongs to. A refused token is refused here too; an
@@ -122,7 +128,8 @@ class HeldLogin:
             removed = self.store.clear()  # an unreadable leftover goes too
             return {"ok": True, "changed": removed, "note": "the daemon held no Genesys login"}
         uid = peer.get("uid")
-        if uid not in (0, os.geteuid()) and (current.account is None or peer.get("user") != current.account):
+        privileged = uid is not None and uid in (0, _own_uid())
+        if not privileged and (current.account is None or peer.get("user") != current.account):
             return {
                 "ok": False,
                 "error": f"the daemon holds the login of {current.who()} from account {current.account}; only that account "

@@ -316,14 +316,16 @@ async def test_the_daemon_on_its_own_user_works_for_the_agent_who_logged_in_last
     assert len(box.outputs) >= 8 and leaks == []
 
 
-def _issued_login(fake, client_id: str, *, refresh: bool) -> dict:
-    """A login as `agentd login` hands it over, with a token the fake issued just now."""
+def _issued_login(fake, client_id: str, *, refresh: bool, lifetime_s: float) -> dict:
+    """A login as `agentd login` hands it over, with a token the fake issued just now.
+    agentd believes ``expires_at`` (the token's ``expires_in``); the fake's token lives
+    longer, so a loaded machine cannot make the fake refuse it before agentd's own expiry."""
     client = fake.state.clients[client_id]
     value, info = fake.state.issue_token(client, "authorization_code", client.login_user_id)
     return {
         "access_token": value,
         "refresh_token": fake.state.issue_refresh_token(info) if refresh else None,
-        "expires_at": info.expires_at,
+        "expires_at": time.time() + lifetime_s,
         "client_id": client_id,
         "login_base": fake.url,
         "user_id": "claimed-by-the-sender",
@@ -344,8 +346,7 @@ async def test_a_login_without_refresh_token_runs_out_once_in_the_daemon_log_and
     control = ControlClient(agentd_env.root / "run" / "control.sock")
     try:
         assert await until(lambda: "daemon ready" in err.read_text(errors="replace"), 30), err.read_text()
-        fake_genesys.state.token_lifetime_s = 4
-        login = _issued_login(fake_genesys, PKCE_ONLY_CLIENT_ID, refresh=False)
+        login = _issued_login(fake_genesys, PKCE_ONLY_CLIENT_ID, refresh=False, lifetime_s=15)
         answer = await control.request({"op": "login", "service": "genesys", "login": login}, timeout_s=30)
         assert answer["ok"], answer
         # the daemon names whom Genesys names, and the account the socket says, not the sender's claims
@@ -365,8 +366,7 @@ async def test_a_login_without_refresh_token_runs_out_once_in_the_daemon_log_and
         assert log.count("notifications monitor stopped until the next `agentd login`") <= 1
 
         # a fresh login: no longer expired, and its own expiry is logged once more later
-        fake_genesys.state.token_lifetime_s = 3
-        again = _issued_login(fake_genesys, PKCE_ONLY_CLIENT_ID, refresh=False)
+        again = _issued_login(fake_genesys, PKCE_ONLY_CLIENT_ID, refresh=False, lifetime_s=12)
         assert (await control.request({"op": "login", "service": "genesys", "login": again}, timeout_s=30))["ok"]
         assert (await control.status())["logins"]["genesys"]["expired"] is False
         await asyncio.sleep(max(0.0, again["expires_at"] - time.time()) + 2.0)

@@ -208,7 +208,7 @@ async def test_a_pkce_login_without_refresh_token_serves_until_it_expires_then_a
     from agentd.testing.fake_genesys import PKCE_ONLY_CLIENT_ID
     from agentd_plugins.genesys.tokens import LOGIN_EXPIRED_GRANT
 
-    fake_genesys.state.token_lifetime_s = 3
+    fake_genesys.state.token_lifetime_s = 8  # generous: a loaded machine must not expire it during the login itself
     settings = login_settings(fake_genesys, tmp_path, client_id=PKCE_ONLY_CLIENT_ID)
     result = await login(settings, open_url=follow_in_browser, port=0, timeout_s=10, announce=lambda _: None)
     assert result.login.refresh_token is None and result.login.access_token
@@ -230,7 +230,7 @@ async def test_a_pkce_login_without_refresh_token_serves_until_it_expires_then_a
 async def test_an_expired_login_is_named_in_the_check_rows_and_in_platform_auth_failed(fake_genesys, agentd_env, tmp_path):
     from agentd.testing.fake_genesys import PKCE_ONLY_CLIENT_ID
 
-    fake_genesys.state.token_lifetime_s = 2
+    fake_genesys.state.token_lifetime_s = 5
     token_file = agentd_env.root / "state" / "genesys-token.json"
     settings = login_settings(fake_genesys, tmp_path, client_id=PKCE_ONLY_CLIENT_ID, token_file=token_file)
     result = await login(settings, open_url=follow_in_browser, port=0, timeout_s=10, announce=lambda _: None)

@@ -561,6 +561,17 @@ def _error_for(response: httpx.Response, method: str, path: str) -> GenesysError
     return GenesysError(f"{where}: HTTP {status}: {message}", **kw)
 
 
+def probe_reason(exc: GenesysError) -> str:
+    """The plugins/FINDINGS.md reason of a failed API call, for a check row."""
+    if isinstance(exc, AuthError):
+        return "auth"
+    if isinstance(exc, PermissionMissing):
+        return "forbidden"
+    if isinstance(exc, TransportError):
+        return "unreachable"
+    return "protocol"
+
+
 # -- tokens for this settings ------------------------------------------------------------
 
 

@@ -39,11 +39,12 @@ from xml.sax.saxutils import escape, quoteattr
 import structlog
 from websockets.exceptions import ConnectionClosed
 
-from agentd.errors import AuthError, GenesysError, PermissionMissing, ProbeError, TransportError
+from agentd.errors import AuthError, GenesysError, PermissionMissing, ProbeError
+from agentd.model import parse_time
 from agentd.redact import register_secret
 from agentd_plugins.websocket.probe import close_code_of, close_quietly, open_timed, shown_url
 
-from .client import GenesysClient
+from .client import GenesysClient, probe_reason
 from .settings import GenesysSettings
 
 log = structlog.get_logger("agentd.genesys.streaming")
@@ -229,15 +230,10 @@ class ExtService:
 
 
 def _expires(text: str | None) -> float | None:
-    if not text:
-        return None
-    from datetime import datetime, timezone
-
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text).timestamp() if text else None
     except ValueError:
         return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def parse_services(answer: ET.Element, wanted: str) -> tuple[list[ExtService], list[str]]:
@@ -503,16 +499,6 @@ def _local(tag: str) -> str:
 # -- the REST part --------------------------------------------------------------------------------
 
 
-def _rest_reason(exc: GenesysError) -> str:
-    if isinstance(exc, AuthError):
-        return "auth"
-    if isinstance(exc, PermissionMissing):
-        return "forbidden"
-    if isinstance(exc, TransportError):
-        return "unreachable"
-    return "protocol"
-
-
 def _rest_error(exc: GenesysError, stage: str) -> ProbeError:
     message = str(exc)
     if isinstance(exc, AuthError):
@@ -522,7 +508,7 @@ def _rest_error(exc: GenesysError, stage: str) -> ProbeError:
         details["grant"] = exc.grant
     if isinstance(exc, PermissionMissing) and exc.permission:
         details["permission"] = exc.permission
-    return ProbeError(message, reason=_rest_reason(exc), details=details)
+    return ProbeError(message, reason=probe_reason(exc), details=details)
 
 
 async def agent_jid(client: GenesysClient, *, timeout_s: float) -> str:

@@ -11,9 +11,9 @@ import structlog
 
 from agentd import hookimpl
 from agentd.config import ConfigSection
-from agentd.errors import AuthError, ConfigError, GenesysError, PermissionMissing, ProbeError, TransportError
+from agentd.errors import AuthError, ConfigError, GenesysError, PermissionMissing, ProbeError
 from agentd.tls import client_context
-from agentd_plugins.genesys.client import has_credentials, shared_client, stored_user_id
+from agentd_plugins.genesys.client import has_credentials, probe_reason, shared_client, stored_user_id
 from agentd_plugins.websocket.probe import empty_row, probe_target, shown_url
 
 from .calls import CALLS_TOPIC, agent_user_id, create_channel, subscribe, uses_client_credentials
@@ -132,18 +132,8 @@ def agentd_daemon_stop(daemon: Any):
 # -- the websocket check's Genesys part --------------------------------------------------------
 
 
-def _reason(exc: GenesysError) -> str:
-    if isinstance(exc, AuthError):
-        return "auth"
-    if isinstance(exc, PermissionMissing):
-        return "forbidden"
-    if isinstance(exc, TransportError):
-        return "unreachable"
-    return "protocol"
-
-
 def _failed_row(target: str, exc: GenesysError) -> dict:
-    row = empty_row(target, reason=_reason(exc), error=f"{target}: {exc}")
+    row = empty_row(target, reason=probe_reason(exc), error=f"{target}: {exc}")
     row.update(api_status=exc.status, genesys_channel=True)
     if isinstance(exc, PermissionMissing):
         row["permission"] = exc.permission
@@ -177,7 +167,7 @@ async def probe_genesys_channel(ctx, settings, plan) -> dict | None:
         try:
             await subscribe(client, channel, [topic])
         except GenesysError as exc:
-            raise ProbeError(f"{target}: subscribing to {topic} failed: {exc}", reason=_reason(exc)) from None
+            raise ProbeError(f"{target}: subscribing to {topic} failed: {exc}", reason=probe_reason(exc)) from None
 
     row = await probe_target(
         channel.connect_uri,

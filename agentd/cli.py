@@ -121,6 +121,11 @@ def build_parser(commands: Sequence[Any] = ()) -> _Parser:
     )
     _common(reload)
 
+    from agentd import winservice
+
+    service = sub.add_parser("service", help="the Windows service: install, uninstall, start, stop, status")
+    winservice.add_arguments(service)
+
     plugins = sub.add_parser("plugins", help="list every plugin: where it came from and its hooks")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     _common(plugins)
@@ -176,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    if argv[:1] == ["service"]:  # before any configuration loads: the service host must set its paths first
+        from agentd import winservice
+
+        return winservice.main(argv[1:])
     pre = _preparse(argv)
     logs.configure(pre.log_level or os.environ.get("AGENTD_LOG_LEVEL") or "warning")
     wants_help = any(a in ("-h", "--help") for a in argv) or not argv

@@ -33,6 +33,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -133,6 +134,8 @@ class Daemon:
         self._force = False
         self._control: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._early_stop = False  # a stop asked for before serve() had a loop (a service stopped while starting)
+        self._loop_lock = threading.Lock()
 
     # -- what plugins use ----------------------------------------------------------------
 
@@ -431,12 +434,17 @@ class Daemon:
         self._stop.set()
 
     def request_stop_threadsafe(self) -> bool:
-        """``request_stop`` from another thread (the Windows service manager's); False
-        when the daemon's loop is not running (yet or any more)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
+        """``request_stop`` from another thread (the Windows service manager's). False when
+        the loop does not run: not yet (serve() then stops as soon as it starts) or no more."""
+        with self._loop_lock:
+            loop = self._loop
+            if loop is None:
+                self._early_stop = True
+                return False
+        try:
+            loop.call_soon_threadsafe(self.request_stop)
+        except RuntimeError:  # the loop is closed: the daemon has stopped already
             return False
-        loop.call_soon_threadsafe(self.request_stop)
         return True
 
     def reload(self) -> bool:
@@ -470,7 +478,10 @@ class Daemon:
         self._stop = asyncio.Event()
         self._run_lock = asyncio.Lock()
         os_stop.install(loop, stop=self.request_stop, reload=self.reload)
-        self._loop = loop
+        with self._loop_lock:
+            self._loop = loop
+            if self._early_stop:
+                self._stop.set()
 
         try:
             self.timeline = Timeline(default_path())

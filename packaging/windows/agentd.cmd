@@ -1,0 +1,3 @@
+@echo off
+rem agentd from this folder: agentd check, agentd status, agentd service status, ...
+"%~dp0python\python.exe" -m agentd %*

@@ -1,0 +1,18 @@
+@echo off
+rem install.ps1's steps for cmd.exe: run elevated from the unpacked package folder.
+rem   install.cmd [DESTINATION]   (default %ProgramFiles%\agentd)
+setlocal
+set "SOURCE=%~dp0"
+set "DEST=%~1"
+if "%DEST%"=="" set "DEST=%ProgramFiles%\agentd"
+set "DATA=%ProgramData%\agentd"
+set "PY=%DEST%\python\python.exe"
+
+sc.exe query agentd >nul 2>&1 && "%PY%" -m agentd service uninstall
+xcopy "%SOURCE%*" "%DEST%\" /E /I /Q /Y >nul || exit /b 1
+if not exist "%DATA%" mkdir "%DATA%" || exit /b 1
+icacls "%DATA%" /inheritance:r /grant:r "*S-1-5-18:(OI)(CI)F" "*S-1-5-32-544:(OI)(CI)F" >nul || exit /b 1
+if not exist "%DATA%\agentd.toml" copy "%SOURCE%agentd.toml.example" "%DATA%\agentd.toml" >nul
+"%PY%" -m agentd service install || exit /b 1
+"%PY%" -m agentd service start || exit /b 1
+"%PY%" -m agentd service status

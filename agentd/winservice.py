@@ -67,3 +67,7 @@ def main(argv: Sequence[str]) -> int:
     for line in done:
         print(f"agentd: {line}")
     return 0
+
+
+if __name__ == "__main__":  # what the service manager runs: python.exe -m agentd.winservice host
+    sys.exit(main(sys.argv[1:]))

@@ -9,6 +9,8 @@ A daemon that dies reports STOPPED with an error code, and the recovery actions 
 install restart it. Logs go to ``%ProgramData%\\agentd\\agentd.log`` and, from warnings
 up plus start and stop, to the Application event log (source ``agentd``).
 
+The SCM runs ``python.exe -m agentd.winservice host``, which hands the process to the
+service dispatcher before anything heavy is imported (the SCM waits 30 s for that).
 The service is hosted by ``python.exe`` itself (``servicemanager.PrepareToHostSingle``),
 not by pywin32's ``pythonservice.exe``, so the embeddable CPython needs nothing
 registered beyond the service. Windows-only module.
@@ -16,9 +18,6 @@ registered beyond the service. Windows-only module.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import logging.handlers
 import os
 import subprocess
 import sys
@@ -31,7 +30,11 @@ import servicemanager
 import win32service
 import win32serviceutil
 
-from agentd import logs, paths
+from agentd import paths
+from agentd.redact import redact_text
+
+# asyncio, logging and the daemon are imported only once the dispatcher has the process
+# (SvcRun): under a loaded PC (or Wine) importing them first can pass the SCM's deadline.
 
 SERVICE_NAME = "agentd"
 DISPLAY_NAME = "agentd softphone readiness"
@@ -50,7 +53,8 @@ def command_line(config: str | None = None) -> str:
     exe = sys.executable
     if os.path.basename(exe).lower() == "pythonw.exe":
         exe = os.path.join(os.path.dirname(exe), "python.exe")
-    parts = [exe, "-m", "agentd", "service", "host"] + (["--config", os.path.abspath(config)] if config else [])
+    # agentd.winservice, not agentd: the SCM gives a service 30 s to connect, the full CLI imports too much first
+    parts = [exe, "-m", "agentd.winservice", "host"] + (["--config", os.path.abspath(config)] if config else [])
     return subprocess.list2cmdline(parts)
 
 
@@ -92,9 +96,14 @@ def set_recovery(handle: Any) -> str:
         handle, win32service.SERVICE_CONFIG_FAILURE_ACTIONS,
         {"ResetPeriod": RESET_PERIOD_S, "RebootMsg": None, "Command": None, "Actions": actions},
     )
-    # a daemon that exits with an error (not only a crash) counts as a failure too
-    win32service.ChangeServiceConfig2(handle, win32service.SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, True)
-    return "recovery: restart after " + ", ".join(f"{d // 1000} s" for d in RESTART_DELAYS_MS)
+    said = "recovery: restart after " + ", ".join(f"{d // 1000} s" for d in RESTART_DELAYS_MS)
+    try:  # a daemon that exits with an error (not only a crash) counts as a failure too
+        win32service.ChangeServiceConfig2(handle, win32service.SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, True)
+    except pywintypes.error as exc:
+        if exc.winerror != 124:  # ERROR_INVALID_LEVEL: Wine's service manager lacks this setting
+            raise
+        return said + " (crashes only: this service manager does not know SERVICE_CONFIG_FAILURE_ACTIONS_FLAG)"
+    return said + ", also after an exit with an error"
 
 
 def recovery_actions() -> list[tuple[int, int]]:
@@ -265,12 +274,18 @@ class AgentdService(win32serviceutil.ServiceFramework):
             self.daemon.request_stop_threadsafe()
 
     def SvcRun(self) -> None:  # noqa: N802
+        import logging
+        import traceback
+
         self.ReportServiceStatus(win32service.SERVICE_START_PENDING, waitHint=60_000)
         log = logging.getLogger("agentd.service")
         try:
             code = self._serve()
         except Exception as exc:
-            log.error("service failed: %s: %s", type(exc).__name__, exc)
+            if logging.getLogger().handlers:
+                log.error("service failed: %s: %s", type(exc).__name__, exc, exc_info=True)
+            else:  # it failed before logging was set up: the file still says why
+                _append_to_log_file(f"agentd service failed before logging started:\n{traceback.format_exc()}")
             servicemanager.LogErrorMsg(f"agentd failed: {type(exc).__name__}: {exc}")
             raise  # pywin32 reports STOPPED with an error: the recovery actions restart us
         servicemanager.LogMsg(servicemanager.EVENTLOG_INFORMATION_TYPE, servicemanager.PYS_SERVICE_STOPPED, (SERVICE_NAME, ""))
@@ -278,9 +293,12 @@ class AgentdService(win32serviceutil.ServiceFramework):
             raise SystemExit(code)
 
     def _serve(self) -> int:
+        import asyncio
+
         from agentd.app import App
         from agentd.daemon import Daemon
 
+        configure_logging("info")  # before the configuration loads: its complaints go to the file too
         app = App.load(self.config)
         configure_logging(app.config.core.log_level)
         daemon = Daemon(app, notifier=ScmNotifier(self))
@@ -295,12 +313,30 @@ class AgentdService(win32serviceutil.ServiceFramework):
             loop.close()
 
 
+def _append_to_log_file(text: str) -> None:
+    try:
+        folder = paths.state_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / LOG_FILE, "a", encoding="utf-8") as handle:
+            handle.write(redact_text(text) + "\n")
+    except OSError:
+        pass
+
+
 def configure_logging(level: str) -> None:
     """The log file in the state folder (a service has no console), and warnings up in
     the event log too."""
+    import logging
+    import logging.handlers
+
+    from agentd import logs
+
     folder = paths.state_dir()
     folder.mkdir(parents=True, exist_ok=True)
     stream = open(folder / LOG_FILE, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (kept for the process)
+    # a service has no console: sys.stdout and sys.stderr are None, and a stray print would raise
+    sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    sys.stderr = stream
     logs.configure(level, json=True, stream=stream)
     root = logging.getLogger()
     ours = next((h for h in root.handlers if h.get_name() == "agentd"), None)

@@ -70,3 +70,88 @@ def test_macos_user_paths_are_under_library(clean_env):
     assert paths.config_dir() == Path("/Users/agent/Library/Application Support/agentd")
     assert paths.site_config_dir() == Path("/Library/Application Support/agentd")
     assert not paths.service_mode()
+
+
+POSIX_ONLY_MODULES = {"fcntl", "grp", "pwd", "termios"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module_level_imports(tree) -> set[str]:
+    """Top-level names imported outside functions, and outside ``if sys.platform`` branches
+    that exclude Windows (the seam's way of choosing)."""
+    import ast
+
+    found: set[str] = set()
+
+    def visit(nodes, windows_possible: bool) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import) and windows_possible:
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and windows_possible and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+            elif isinstance(node, ast.If):
+                test = ast.unparse(node.test)
+                if test == "sys.platform == 'win32'":
+                    visit(node.body, windows_possible)
+                    visit(node.orelse, False)  # the else branch never runs on Windows
+                elif test == "sys.platform != 'win32'":
+                    visit(node.body, False)
+                    visit(node.orelse, windows_possible)
+                else:
+                    visit(node.body, windows_possible)
+                    visit(node.orelse, windows_possible)
+            elif isinstance(node, ast.Try):
+                visit(node.body, windows_possible)
+                for handler in node.handlers:
+                    visit(handler.body, windows_possible)
+                visit(node.orelse, windows_possible)
+                visit(node.finalbody, windows_possible)
+
+    visit(tree.body, True)
+    return found
+
+
+def test_no_posix_only_module_is_imported_at_module_level_outside_posix_only_modules():
+    import ast
+
+    offenders = {}
+    files = sorted((ROOT / "agentd").rglob("*.py")) + sorted((ROOT / "plugins").rglob("*.py"))
+    assert len(files) > 80
+    for path in files:
+        if path.name.startswith("_posix"):
+            continue  # POSIX-only by name (agentd/osdeps/__init__.py)
+        imported = _module_level_imports(ast.parse(path.read_text(encoding="utf-8")))
+        if imported & POSIX_ONLY_MODULES:
+            offenders[str(path.relative_to(ROOT))] = sorted(imported & POSIX_ONLY_MODULES)
+    assert offenders == {}
+
+
+def test_the_scan_sees_an_import_the_seam_would_not_allow():
+    import ast
+
+    assert _module_level_imports(ast.parse("import fcntl\n")) == {"fcntl"}
+    assert _module_level_imports(ast.parse('if sys.platform == "win32":\n    import msvcrt\nelse:\n    import fcntl\n')) == {"msvcrt"}
+    assert _module_level_imports(ast.parse("def f():\n    import grp\n")) == set()
+
+
+def test_the_macos_launchd_plist_runs_the_daemon_and_restarts_it_only_on_failure():
+    import plistlib
+
+    plist = plistlib.loads((ROOT / "packaging" / "macos" / "com.example.agentd.plist").read_bytes())
+    assert plist["ProgramArguments"][-1] == "run" and plist["ProgramArguments"][0].endswith("/agentd")
+    assert plist["KeepAlive"] == {"SuccessfulExit": False} and plist["RunAtLoad"] is True
+    assert plist["ExitTimeOut"] > 4.0 + 1  # above the default [daemon] stop_timeout_s
+    env = plist["EnvironmentVariables"]
+    assert env["AGENTD_STATE_DIR"].startswith("/Library/") and env["AGENTD_RUNTIME_DIR"] == "/var/run/agentd"
+    assert plist["Label"] == "com.example.agentd"
+
+
+def test_agentd_service_says_what_to_use_instead_off_windows(monkeypatch, capsys):
+    from agentd import winservice
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert winservice.main(["status"]) == 2
+    assert "launchd plist in packaging/macos" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert winservice.main(["install"]) == 2
+    assert "systemd unit" in capsys.readouterr().err

@@ -8,7 +8,8 @@ if "%DEST%"=="" set "DEST=%ProgramFiles%\agentd"
 set "DATA=%ProgramData%\agentd"
 set "PY=%DEST%\python\python.exe"
 
-sc.exe query agentd >nul 2>&1 && "%PY%" -m agentd service uninstall
+rem an earlier install: its service goes first (configuration and state stay)
+if exist "%PY%" "%PY%" -m agentd service uninstall
 xcopy "%SOURCE%*" "%DEST%\" /E /I /Q /Y >nul || exit /b 1
 if not exist "%DATA%" mkdir "%DATA%" || exit /b 1
 icacls "%DATA%" /inheritance:r /grant:r "*S-1-5-18:(OI)(CI)F" "*S-1-5-32-544:(OI)(CI)F" >nul || exit /b 1

@@ -23,7 +23,7 @@ $Source = $PSScriptRoot
 $Data = Join-Path $env:ProgramData "agentd"
 $Python = Join-Path $Destination "python\python.exe"
 
-if (Get-Service -Name agentd -ErrorAction SilentlyContinue) {
+if ((Get-Service -Name agentd -ErrorAction SilentlyContinue) -and (Test-Path $Python)) {
     & $Python -m agentd service uninstall
 }
 New-Item -ItemType Directory -Force -Path $Destination | Out-Null

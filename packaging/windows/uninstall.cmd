@@ -3,7 +3,7 @@ rem uninstall.ps1's steps for cmd.exe: uninstall.cmd [DESTINATION] [/purge]
 setlocal
 set "DEST=%~1"
 if "%DEST%"=="" set "DEST=%ProgramFiles%\agentd"
-sc.exe query agentd >nul 2>&1 && "%DEST%\python\python.exe" -m agentd service uninstall
+if exist "%DEST%\python\python.exe" "%DEST%\python\python.exe" -m agentd service uninstall
 cd /d "%SystemRoot%"
 rmdir /s /q "%DEST%"
 if /i "%~2"=="/purge" rmdir /s /q "%ProgramData%\agentd"

@@ -12,7 +12,7 @@ param(
 )
 $ErrorActionPreference = "Stop"
 $Python = Join-Path $Destination "python\python.exe"
-if (Get-Service -Name agentd -ErrorAction SilentlyContinue) {
+if ((Get-Service -Name agentd -ErrorAction SilentlyContinue) -and (Test-Path $Python)) {
     & $Python -m agentd service uninstall
     if ($LASTEXITCODE -ne 0) { throw "agentd service uninstall failed ($LASTEXITCODE)" }
 }

@@ -21,8 +21,12 @@ BROWSER_NAMES = (
 VPN_PREFIXES = (
     "tun", "tap", "wg", "ppp", "utun", "ipsec", "gpd", "cscotun", "vpn", "zt", "tailscale",
     "nordlynx", "pangp", "globalprotect", "fortissl", "cisco anyconnect", "wireguard",
+    # Windows friendly names that VPN clients give their adapters
+    "openvpn", "forticlient", "zscaler", "tap-windows", "proton", "nordvpn", "expressvpn",
 )
-WIFI_PREFIXES = ("wlan", "wlp", "wlx", "wl", "wi-fi", "wifi", "wireless", "airport")
+# "Wi-Fi", "Wi-Fi 2" and "WLAN" are what Windows names wireless adapters (English, German);
+# "Drahtlosnetzwerkverbindung" and "Wireless Network Connection" on older ones
+WIFI_PREFIXES = ("wlan", "wlp", "wlx", "wl", "wi-fi", "wifi", "wireless", "airport", "drahtlos")
 
 
 @dataclass(frozen=True)

@@ -118,8 +118,8 @@ def test_no_posix_only_module_is_imported_at_module_level_outside_posix_only_mod
     files = sorted((ROOT / "agentd").rglob("*.py")) + sorted((ROOT / "plugins").rglob("*.py"))
     assert len(files) > 80
     for path in files:
-        if path.name.startswith("_posix"):
-            continue  # POSIX-only by name (agentd/osdeps/__init__.py)
+        if path.name.startswith("_posix") or (ROOT / "agentd" / "testing") in path.parents:
+            continue  # POSIX-only by name (agentd/osdeps/__init__.py); the test fixtures (netns, coturn, postgres) are Linux's
         imported = _module_level_imports(ast.parse(path.read_text(encoding="utf-8")))
         if imported & POSIX_ONLY_MODULES:
             offenders[str(path.relative_to(ROOT))] = sorted(imported & POSIX_ONLY_MODULES)
@@ -155,3 +155,16 @@ def test_agentd_service_says_what_to_use_instead_off_windows(monkeypatch, capsys
     monkeypatch.setattr(sys, "platform", "linux")
     assert winservice.main(["install"]) == 2
     assert "systemd unit" in capsys.readouterr().err
+
+
+def test_windows_interface_names_tell_wifi_and_vpn(monkeypatch):
+    from types import SimpleNamespace
+
+    from agentd_plugins.host import sample
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert sample.is_wifi("Wi-Fi") and sample.is_wifi("Wi-Fi 2") and sample.is_wifi("WLAN")
+    assert not sample.is_wifi("Ethernet") and not sample.is_wifi("Loopback Pseudo-Interface 1")
+    up, down = SimpleNamespace(isup=True), SimpleNamespace(isup=False)  # what vpn_interfaces reads of psutil's stats
+    stats = {"Ethernet": up, "OpenVPN Wintun": up, "PANGP Virtual Ethernet Adapter": up, "Zscaler": down, "Wi-Fi": up}
+    assert sample.vpn_interfaces(stats) == ("OpenVPN Wintun", "PANGP Virtual Ethernet Adapter")

@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,25 +141,11 @@ class Wine:
         return self.drive_c / "ProgramData" / "agentd"
 
     def run(self, *args: str, timeout: float = 120.0, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """``wine ARGS...`` with stdout and stderr piped (text). Done when the process
-        exits: a Wine helper it started may hold the pipes open longer, so the output is
-        what arrived by then (plus a short grace), not what arrives at EOF."""
-        proc = subprocess.Popen(["wine", *args], env={**self.env, **(extra_env or {})}, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        chunks: dict[str, list[bytes]] = {"out": [], "err": []}
-        readers = [threading.Thread(target=_drain, args=(stream, chunks[key]), daemon=True)
-                   for key, stream in (("out", proc.stdout), ("err", proc.stderr))]
-        for reader in readers:
-            reader.start()
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        for reader in readers:
-            reader.join(timeout=5.0)
-        decode = lambda parts: b"".join(parts).decode("utf-8", "replace").replace("\r\n", "\n")  # noqa: E731
-        return subprocess.CompletedProcess(proc.args, code, decode(chunks["out"]), decode(chunks["err"]))
+        """``wine ARGS...`` with stdout and stderr piped (text)."""
+        return subprocess.run(
+            ["wine", *args], env={**self.env, **(extra_env or {})}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", timeout=timeout,
+        )
 
     def agentd(self, *args: str, timeout: float = 120.0, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return self.run(str(self.python), "-m", "agentd", *args, timeout=timeout, extra_env=extra_env)
@@ -205,11 +190,6 @@ class Wine:
     def kill_server(self) -> None:
         subprocess.run(["wineserver", "-k"], env=self.env, timeout=60, check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _drain(stream, into: list[bytes]) -> None:
-    for chunk in iter(lambda: stream.read1(65536), b""):
-        into.append(chunk)
 
 
 @contextlib.contextmanager

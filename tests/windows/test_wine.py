@@ -63,29 +63,37 @@ def _check_config(turn) -> str:
             + "\n[media]\nduration_s = 1.0\n[daemon]\nstop_timeout_s = 4.0\n")
 
 
-@pytest.mark.xfail(reason="does not hold yet: in-process under Wine (--no-daemon) every STUN/TURN probe timed out "
-                          "('no answer within 0 s') in the last runs on this loaded machine, while the same stun check "
-                          "passes through the service; not understood yet (see the README's Windows section)", strict=False)
-def test_check_json_against_coturn_on_loopback_passes_the_media_checks(wine: Wine, turn, tmp_path):
+def _run_check(wine: Wine, turn, tmp_path, *checks: str) -> tuple[dict, object]:
     config = tmp_path / "agentd.toml"
     config.write_text(_check_config(turn), encoding="utf-8")
-    wanted = ["stun", "turn.udp", "turn.tcp", "media.path"]
-    only = [arg for check in wanted for arg in ("--only", check)]
-
-    proc = wine.agentd("check", "--json", "--no-daemon", "--config", windows_path(config), *only, timeout=300,
-                       extra_env={"AGENTD_STATE_DIR": windows_path(tmp_path / "state")})
-
+    only = [arg for check in checks for arg in ("--only", check)]
+    proc = wine.agentd("check", "--json", "--no-daemon", "--config", windows_path(config), "--deadline", "60", *only,
+                       timeout=300, extra_env={"AGENTD_STATE_DIR": windows_path(tmp_path / "state")})
     assert proc.stdout.strip(), f"no report (exit {proc.returncode}): {proc.stderr[-3000:]}"
-    report = json.loads(proc.stdout)
+    return json.loads(proc.stdout), proc
+
+
+def test_check_json_against_coturn_on_loopback_passes_stun_and_turn(wine: Wine, turn, tmp_path):
+    wanted = ["stun", "turn.udp", "turn.tcp"]
+    report, proc = _run_check(wine, turn, tmp_path, *wanted)
     rows = {c["id"]: c for c in report["checks"]}
     assert sorted(rows) == sorted(wanted), report["checks"]
     assert {k: rows[k]["status"] for k in wanted} == {k: "pass" for k in wanted}, {k: rows[k]["summary"] for k in wanted}
-    assert rows["media.path"]["details"]["transport"] == "udp" and rows["media.path"]["metrics"]["mos"] > 4
     for key in ("id", "created", "agent", "profile", "checks", "duration_ms"):
         assert report.get(key) not in (None, ""), key
-    assert report["agent"].get("os", "").lower().startswith("windows") or "win" in json.dumps(report["agent"]).lower()
     assert proc.returncode == 0
     assert turn.password not in proc.stdout  # the TURN secret is not in the report
+
+
+@pytest.mark.xfail(reason="does not hold: under Wine media.path fails (UDP, TCP and TLS: timeout) even alone with a 60 s "
+                          "deadline, and run beside stun/turn its lazy aiortc/av import (~10 s under Wine here) starves "
+                          "their probes; whether this is Wine's or ours (Windows' proactor UDP) is not known yet",
+                   strict=False)
+def test_check_json_against_coturn_on_loopback_passes_media_path(wine: Wine, turn, tmp_path):
+    report, _ = _run_check(wine, turn, tmp_path, "media.path")
+    row = next(c for c in report["checks"] if c["id"] == "media.path")
+    assert row["status"] == "pass", row["summary"]
+    assert row["details"]["transport"] == "udp" and row["metrics"]["mos"] > 4
 
 
 def test_the_service_installs_starts_answers_on_the_pipe_checks_stops_and_uninstalls(wine: Wine, turn):

@@ -99,8 +99,9 @@ class LossDecision:
 
     ``side`` is ``"below"`` when the one-sided 95 % Wilson upper bound is under the
     threshold, ``"above"`` when the one-sided 95 % lower bound is over it, else
-    ``"undecided"``. ``precise`` says the two-sided 95 % interval is at most
-    ``2 * precision`` wide, so the figure itself (not only the side) is known.
+    ``"undecided"``. ``precise`` says a two-sided 95 % interval is at most
+    ``2 * precision`` wide even at its end nearest 50 %, so the figure itself (not only
+    the side) is known.
     """
 
     lost: int
@@ -134,5 +135,11 @@ def decide_loss(lost: int, tried: int, *, threshold: float, precision: float, mi
             side, bound = "below", high1
         elif low1 > threshold:
             side, bound = "above", low1
-    precise = tried >= min_tried and (interval[1] - interval[0]) <= 2 * precision
+    # the width at the interval's end nearest 50 % (the widest the truth could make it): on
+    # the observed width alone, a lossy path stops early exactly when its loss came out low
+    # by chance (the Wilson width shrinks with the share below 50 %)
+    share = lost / tried if tried else 0.0
+    worst = min(0.5, interval[1]) if share <= 0.5 else max(0.5, interval[0])
+    width = 2 * Z_TWO_SIDED_95 * math.sqrt(worst * (1 - worst) / tried) if tried else 1.0
+    precise = tried >= min_tried and width <= 2 * precision
     return LossDecision(lost=lost, tried=tried, threshold=threshold, side=side, precise=precise, interval=interval, bound=bound)

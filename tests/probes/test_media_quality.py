@@ -61,10 +61,14 @@ def test_loss_decision_needs_enough_legs_and_a_side_95_percent_sure():
     assert decide_loss(0, 260, threshold=0.01, precision=0.025).side == "undecided"
     clean = decide_loss(0, 270, threshold=0.01, precision=0.025)
     assert clean.side == "below" and clean.done and clean.bound < 0.01
-    # 19 % lost: clearly above, but the interval is wider than +-2.5 points until ~950 legs
+    # 19 % lost: clearly above, but the interval is wider than +-2.5 points until ~1040 legs
     lossy = decide_loss(38, 200, threshold=0.01, precision=0.025)
     assert lossy.side == "above" and not lossy.precise and not lossy.done
-    assert decide_loss(190, 1000, threshold=0.01, precision=0.025).done
+    assert not decide_loss(190, 1000, threshold=0.01, precision=0.025).done  # +-2.5 at the 21.5 % end needs ~1040
+    assert decide_loss(209, 1100, threshold=0.01, precision=0.025).done
+    # 17 of 323 (5.3 %) looks precise by its own width (4.9 points), but a truth at its upper
+    # end (8.3 %) would be wider: not yet (stopping there biased low estimates at 5 % loss)
+    assert not decide_loss(17, 323, threshold=0.01, precision=0.025).precise
     # at the threshold itself: never sure of either side
     assert decide_loss(10, 1000, threshold=0.01, precision=0.025).side == "undecided"
     # too few legs decide nothing, however clean

@@ -17,3 +17,4 @@ if not exist "%DATA%\agentd.toml" copy "%SOURCE%agentd.toml.example" "%DATA%\age
 "%PY%" -m agentd service install || exit /b 1
 "%PY%" -m agentd service start || exit /b 1
 "%PY%" -m agentd service status
+exit /b 0

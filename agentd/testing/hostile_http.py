@@ -81,6 +81,8 @@ class HostileServer:
 
     async def _answer(self, path: str, query: dict[str, str], writer: asyncio.StreamWriter) -> None:
         def head(status: str, headers: dict[str, str]) -> None:
+            # one request per connection: say so, or a client reuses the socket this server closes
+            headers = {**headers, "Connection": "close"}
             lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
             writer.write("\r\n".join(lines).encode())
 

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from agentd import hookimpl
 from agentd.commands import Command
@@ -142,6 +142,33 @@ def _admin(args: argparse.Namespace, action: str, url: str) -> int:
     return asyncio.run(go())
 
 
+def _listing(args: argparse.Namespace, rows: list[dict], line: Callable[[dict], str]) -> int:
+    """Print rows as JSON with --json, else one line each."""
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(line(row))
+    return 0
+
+
+def _outcome(done: bool, said: str, missing: str) -> int:
+    """A change to one named thing: 0 and what was done, or 1 and what was not found."""
+    if done:
+        print(said)
+        return 0
+    print(f"agentd: {missing}", file=sys.stderr)
+    return 1
+
+
+def _key_state(key: dict) -> str:
+    return f"revoked {_stamp(key['revoked'])}" if key["revoked"] else "active"
+
+
+def _pc_state(pc: dict) -> str:
+    return "revoked" if pc["revoked"] else ("connected" if pc["connected_node"] else "offline")
+
+
 async def _keys(args: argparse.Namespace, store: Any) -> int:
     what = getattr(args, "key_action", None)
     if what == "create":
@@ -150,19 +177,11 @@ async def _keys(args: argparse.Namespace, store: Any) -> int:
         print(f"key id {issued.id}: give the key to PCs as [hub] enrollment_key (a secret reference); it is not shown again", file=sys.stderr)
         return 0
     if what == "list":
-        keys = await store.list_enroll_keys()
-        if args.json:
-            print(json.dumps(keys, indent=2))
-        for k in [] if args.json else keys:
-            state = f"revoked {_stamp(k['revoked'])}" if k["revoked"] else "active"
-            print(f"{k['id']}  {state:32}  used {k['uses']:5}  created {_stamp(k['created'])}  {k['note']}")
-        return 0
+        return _listing(args, await store.list_enroll_keys(), lambda k: (
+            f"{k['id']}  {_key_state(k):32}  used {k['uses']:5}  created {_stamp(k['created'])}  {k['note']}"))
     if what == "revoke":
-        if await store.revoke_enroll_key(args.key_id):
-            print(f"enrollment key {args.key_id} revoked")
-            return 0
-        print(f"agentd: no active enrollment key {args.key_id}", file=sys.stderr)
-        return 1
+        return _outcome(await store.revoke_enroll_key(args.key_id), f"enrollment key {args.key_id} revoked",
+                        f"no active enrollment key {args.key_id}")
     raise UsageError("agentd hub enroll-key: choose create, list or revoke")
 
 
@@ -176,38 +195,20 @@ async def _users(args: argparse.Namespace, store: Any) -> int:
         print(f"user {args.name} added")
         return 0
     if what == "list":
-        users = await store.list_users()
-        if args.json:
-            print(json.dumps(users, indent=2))
-        for u in [] if args.json else users:
-            print(f"{u['name']}  created {_stamp(u['created'])}")
-        return 0
+        return _listing(args, await store.list_users(), lambda u: f"{u['name']}  created {_stamp(u['created'])}")
     if what == "remove":
-        if await store.remove_user(args.name):
-            print(f"user {args.name} removed")
-            return 0
-        print(f"agentd: no user {args.name}", file=sys.stderr)
-        return 1
+        return _outcome(await store.remove_user(args.name), f"user {args.name} removed", f"no user {args.name}")
     raise UsageError("agentd hub user: choose add, list or remove")
 
 
 async def _pcs(args: argparse.Namespace, store: Any) -> int:
     what = getattr(args, "pc_action", None)
     if what == "list":
-        pcs = await store.list_pcs()
-        if args.json:
-            print(json.dumps(pcs, indent=2))
-        for p in [] if args.json else pcs:
-            state = "revoked" if p["revoked"] else ("connected" if p["connected_node"] else "offline")
-            print(f"{p['install_id']}  {p['hostname']:24}  {state:9}  last seen {_stamp(p['last_seen'])}")
-        return 0
+        return _listing(args, await store.list_pcs(), lambda p: (
+            f"{p['install_id']}  {p['hostname']:24}  {_pc_state(p):9}  last seen {_stamp(p['last_seen'])}"))
     if what in ("revoke", "remove"):
         done = await (store.revoke_pc if what == "revoke" else store.remove_pc)(args.install_id)
-        if done:
-            print(f"PC {args.install_id} {what}d")
-            return 0
-        print(f"agentd: no {'active ' if what == 'revoke' else ''}PC {args.install_id}", file=sys.stderr)
-        return 1
+        return _outcome(done, f"PC {args.install_id} {what}d", f"no {'active ' if what == 'revoke' else ''}PC {args.install_id}")
     raise UsageError("agentd hub pc: choose list, revoke or remove")
 
 

@@ -106,7 +106,22 @@ def _ensure_nspawn_runtime() -> None:
     if _is_mountpoint(folder):
         return
     folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=16m", "agentd-tests", str(folder)], check=True, timeout=10)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=16m", NSPAWN_RUNTIME_TAG, str(folder)], check=True, timeout=10)
+
+
+def _release_nspawn_runtime() -> None:
+    """Take our tmpfs off /run/systemd/nspawn again once no systemd-nspawn runs: the tests
+    leave the host as they found it (another test process may still hold a container)."""
+    folder = Path("/run/systemd/nspawn")
+    mounted = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(folder)], capture_output=True, text=True, timeout=10)
+    if mounted.stdout.strip() != NSPAWN_RUNTIME_TAG:
+        return
+    if any(_comm(int(entry.name)) == "systemd-nspawn" for entry in Path("/proc").iterdir() if entry.name.isdigit()):
+        return
+    subprocess.run(["umount", str(folder)], capture_output=True, timeout=30)
+
+
+NSPAWN_RUNTIME_TAG = "agentd-tests"
 
 
 def _is_mountpoint(path: Path) -> bool:
@@ -246,6 +261,7 @@ class Container:
             else:
                 subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=30)
         shutil.rmtree(self.work, ignore_errors=True)
+        _release_nspawn_runtime()
 
     def log_tail(self, chars: int = 3000) -> str:
         try:

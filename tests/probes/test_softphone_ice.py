@@ -95,18 +95,19 @@ async def test_with_only_genesys_and_a_login_every_ice_check_tests_the_softphone
     rows = {c["id"]: c for c in report["checks"]}
     for check_id in ICE_CHECKS:
         row = rows[check_id]
-        if check_id == "media.path" and row["details"].get("transport") == "udp" and row["details"]["probes_received"] > 0:
-            continue  # media went through Genesys' relay; its MOS on a loaded 2-core CI box is not this test's point
         assert row["status"] == "pass", (check_id, row["summary"], row["duration_ms"], done.stderr[-3000:])
         assert row["details"]["ice_sources"] == ["genesys"], check_id
         assert "the softphone's servers from Genesys" in row["summary"], check_id
     assert {a["server"] for a in rows["turn.udp"]["details"]["allocations"]} == {f"turn:127.0.0.1:{rest_coturn.port}"}
     assert rows["turn.tls"]["details"]["allocations"][0]["server"] == f"turns:127.0.0.1:{rest_coturn.tls_port}?transport=tcp"
-    assert rows["media.path"]["details"]["server"].startswith("turn:127.0.0.1")
+    media = rows["media.path"]["details"]
+    # media through Genesys' relay over UDP, as ICE picks it, and a call that connected
+    assert media["server"] == f"turn:127.0.0.1:{rest_coturn.port}" and media["transport"] == "udp", media.get("attempts")
+    assert media["call"]["connected"] is True and media["probes_received"] > 0 and media["attempts"][0]["source"] == "genesys"
+    assert rows["media.path"]["metrics"]["mos"] >= 4.0 and "ended_early" not in media
     assert rows["nat"]["details"]["mapping"] == "endpoint-independent"  # two STUN endpoints handed out
     discovery = rows["stun"]["details"]["discovery"][0]
     assert discovery["source"] == "genesys" and discovery["ok"] and not discovery["cached"]
-    assert all(rows[c]["status"] == "pass" for c in ICE_CHECKS if c != "media.path")
     # the streaming channel in the websocket check: phases and XMPP ping round trips
     (xmpp,) = [t for t in rows["websocket"]["details"]["targets"] if t.get("xmpp")]
     assert xmpp["ok"] and xmpp["xmpp_pongs_received"] == 2 and len(xmpp["xmpp_ping_rtts_ms"]) == 2

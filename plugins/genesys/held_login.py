@@ -13,7 +13,8 @@ the control socket (op ``login``; any account the socket lets in, which is the g
   notifications monitor, scheduled pre-shifts and discovery use it from the next call on;
 - holds one login: the latest replaces the one before (a shared PC sees several agents a
   day). ``agentd logout`` (op ``logout``) clears it, when sent by the account that
-  handed it over, root, or the daemon's own user;
+  handed it over, root, or the daemon's own user; the softphone's ICE servers cached for
+  that agent (their TURN credentials) go with it, and with a login of another agent;
 - says whose login it holds and until when in ``agentd status``; a login without a
   refresh token runs out at its expiry, which the daemon logs once per expiry and shows
   in the status, asking for ``agentd login``.
@@ -47,6 +48,12 @@ def _own_uid() -> int | None:
     geteuid = getattr(os, "geteuid", None)
     return geteuid() if geteuid else None
 CHECK_TIMEOUT_S = 15.0
+
+
+def _forget_ice_servers() -> None:
+    from .softphone import forget_cached
+
+    forget_cached()
 
 
 class HeldLogin:
@@ -86,6 +93,8 @@ class HeldLogin:
         )
         before = self.store.load()
         self.store.save(held)
+        if before is not None and before.user_id != held.user_id:
+            _forget_ice_servers()  # the agent before's TURN credentials are not the new agent's
         self.noted_expiry = None
         self.changed.set()
         log.info(
@@ -136,6 +145,7 @@ class HeldLogin:
                 "(or root) can log it out; a new `agentd login` replaces it",
             }
         self.store.clear()
+        _forget_ice_servers()  # the softphone's TURN credentials were this agent's: they go with the login
         self.noted_expiry = None
         self.changed.set()
         log.info("Genesys login cleared", user=current.who(), account=peer.get("user"))

@@ -144,6 +144,9 @@ async def _logout(args: argparse.Namespace, app: Any) -> int:
     store = TokenStore(settings.token_path)
     own = store.load()
     removed = store.clear()
+    from .softphone import forget_cached
+
+    forget_cached()  # the softphone's ICE servers fetched with this login (TURN credentials)
     print(f"logged out: {own.who() if own else 'the login'} removed from {store.path}" if removed else f"no login stored in {store.path}")
     control = ControlClient()
     if args.no_daemon or not control.present():

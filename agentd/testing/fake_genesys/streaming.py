@@ -22,7 +22,7 @@ none), ``malformed_at`` (``"features"`` or ``"extdisco"``: broken XML there), ``
 = []`` (Force TURN), ``credential_ttl_s`` (short expiry), ``bad_credentials_times`` (sign
 the next N TURN answers with a wrong secret: rejected credentials), ``push_offer`` (push
 a call offer before answering, which a client must leave unanswered). Counters:
-``connections``, ``authenticated``, ``extdisco_requests``, ``pings``, ``presences``,
+``connections``, ``authenticated`` (and ``authenticated_users``), ``extdisco_requests``, ``pings``, ``presences``,
 ``answers_to_pushes``, ``client_closes``, and ``open_sockets()``.
 """
 
@@ -87,6 +87,8 @@ class StreamingHub:
     push_offer: bool = False
     connections: int = 0
     authenticated: int = 0
+    authenticated_users: list[str] = field(default_factory=list)
+    """The user id of every session SASL let in (whose channel it was)."""
     extdisco_requests: int = 0
     pings: int = 0
     presences: int = 0
@@ -183,6 +185,7 @@ class StreamingHub:
                 if self._sasl_ok(element, jid, user_id):
                     authenticated = True
                     self.authenticated += 1
+                    self.authenticated_users.append(user_id)
                     await ws.send_str(f'<success xmlns="{SASL}"/>')
                 else:
                     await ws.send_str(f'<failure xmlns="{SASL}"><not-authorized/></failure>')

@@ -12,6 +12,7 @@ with 141, as a process killed by SIGPIPE would.
 from __future__ import annotations
 
 import argparse
+import gc
 import inspect
 import json
 import os
@@ -157,6 +158,7 @@ def _preparse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     aio.abandoned = False
     try:
@@ -177,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    if as_program:
+        # the process ends next: the interpreter's last garbage collections need not walk
+        # every object aiortc and the plugins left (0.1-0.3 s of a clean `agentd check`)
+        gc.freeze()
     return code
 
 

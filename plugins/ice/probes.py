@@ -302,7 +302,7 @@ async def stun_binding(url: IceUrl, transport: str, *, timeout_s: float, ca_file
         if transport == "udp":
             answer = await stun_binding_udp(address, url.port, timeout_s=deadline.left(), where=where)
         else:
-            context = client_context(ca_file) if transport == "tls" else None
+            context = tls_context(ca_file) if transport == "tls" else None
             answer = await stun_binding_stream(address, url.port, timeout_s=deadline.left(), ssl_context=context, server_hostname=url.host, where=where)
     except ProbeError as exc:
         return Binding(server=server, transport=transport, ok=False, address=address, reason=exc.reason, error=str(exc))
@@ -310,6 +310,28 @@ async def stun_binding(url: IceUrl, transport: str, *, timeout_s: float, ca_file
         server=server, transport=transport, ok=True, address=address, mapped=answer.mapped, rtt_ms=answer.rtt_ms,
         local=answer.local, other_address=answer.other_address,
     )
+
+
+TLS_CONTEXT_TTL_S = 300.0
+"""How long one TLS client context serves the ICE probes before the trust store is read again."""
+_tls_contexts: dict[Path | None, tuple[float, ssl.SSLContext]] = {}
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The client context for STUN/TURN over TLS, shared by the probes of a run.
+
+    Building one reads the system's trust store (50-85 ms of the event loop, which holds
+    the GIL throughout, on the project's machine); a pre-shift needs it for turn.tls,
+    stun over TLS and media.path's TLS pre-check at the same moment. None of them changes
+    the context (no ALPN, no client certificate), so they share it; it is rebuilt after
+    ``TLS_CONTEXT_TTL_S`` so a long-running daemon sees a renewed trust store.
+    """
+    now = time.monotonic()
+    cached = _tls_contexts.get(ca_file)
+    if cached is None or now - cached[0] > TLS_CONTEXT_TTL_S:
+        cached = (now, client_context(ca_file))
+        _tls_contexts[ca_file] = cached
+    return cached[1]
 
 
 # -- TURN ---------------------------------------------------------------------------------------------
@@ -469,7 +491,7 @@ async def open_allocation(
                         remote_addr=server,
                     )
                 else:
-                    context = client_context(ca_file) if url.transport == "tls" else None
+                    context = tls_context(ca_file) if url.transport == "tls" else None
                     transport, protocol = await loop.create_connection(
                         lambda: _TurnTcp(server, username=endpoint.username, password=password, lifetime=lifetime_s, channel_refresh_time=500),
                         host=address,

@@ -36,10 +36,9 @@ from agentd.checks import Check, CheckContext, Outcome, Plan
 from agentd.config import ConfigSection
 from agentd.errors import ConfigError, ProbeError
 from agentd.model import Status
-from agentd.tls import client_context
 
 from agentd_plugins.ice import IceSettings
-from agentd_plugins.ice.probes import Allocation, ServerProgress, open_allocation, turn_allocation
+from agentd_plugins.ice.probes import Allocation, ServerProgress, open_allocation, tls_context, turn_allocation
 from agentd_plugins.ice.selection import selection, with_fresh_credentials
 
 from . import relay_echo
@@ -78,7 +77,7 @@ class MediaSettings:
     )
     full_duration_s: float = field(default=10.0, metadata={"help": "how long to probe in the full profile (s), no early stop", "min": 0.2, "max": 300})
     interval_ms: float = field(default=20.0, metadata={"help": "one probe every this many ms per stream (the softphone sends audio every 20 ms)", "min": 2, "max": 1000})
-    streams: int = field(default=2, metadata={"help": "probe streams each way, each at interval_ms (more: an earlier decision, more bandwidth)", "min": 1, "max": 8})
+    streams: int = field(default=4, metadata={"help": "probe streams each way, each at interval_ms (more: an earlier decision, more bandwidth)", "min": 1, "max": 8})
     loss_precision_pct: float = field(
         default=2.5, metadata={"help": "the pre-shift stops early only once loss_pct's 95 % interval is within +- this many points", "min": 0.1, "max": 50}
     )
@@ -394,7 +393,7 @@ def _target(endpoint, address: str | None, ice: IceSettings) -> "RelayTarget":
         port=url.port,
         username=endpoint.username or "",
         password=endpoint.credential.reveal() if endpoint.credential is not None else "",
-        ssl_context=client_context(ice.ca_file) if tls else None,
+        ssl_context=tls_context(ice.ca_file) if tls else None,
     )
 
 

@@ -35,7 +35,7 @@ from agentd.testing.fake_genesys.streaming import streaming_hub
 
 from .test_daemon_login import Box, Daemon, agent_login, box, subscribed_users, until  # noqa: F401  (box: a fixture)
 
-pytestmark = pytest.mark.skipif(
+two_users = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("useradd"),
     reason="needs root, setpriv and useradd to run the daemon and the CLI as two users",
 )
@@ -111,6 +111,7 @@ async def scheduled_run(box: Box, daemon: Daemon, fake, turn_ca: Path) -> dict:
     return report
 
 
+@two_users
 async def test_the_daemons_scheduled_preshift_tests_the_agents_softphone_servers_until_logout(fake_genesys, rest_coturn, box):
     hub = streaming_hub(fake_genesys)
     hub.use_coturn(rest_coturn)
@@ -179,3 +180,35 @@ async def test_the_daemons_scheduled_preshift_tests_the_agents_softphone_servers
              for s in secrets if s in p.read_text(errors="replace")]
     leaks += [f"CLI output {i}" for i, text in enumerate(box.outputs) for s in secrets if s in text]
     assert leaks == []
+
+
+async def test_a_logout_and_another_agents_login_forget_the_cached_ice_servers(fake_genesys, agentd_env):
+    """The cached list holds the agent's TURN credentials: it goes with that agent's login."""
+    from agentd.testing.fake_genesys.scenario import OTHER_USER_ID
+    from agentd_plugins.genesys.held_login import HeldLogin
+    from agentd_plugins.genesys.softphone import cache_path
+
+    from .helpers import settings_for
+    from .test_daemon_login import _issued_login
+
+    held = HeldLogin(settings_for(fake_genesys, client_id=LOGIN_CLIENT_ID, client_secret=None))
+    cache = cache_path()
+
+    def cached() -> None:
+        cache.write_text('{"version": 1}\n')
+
+    assert (await held.receive(_issued_login(fake_genesys, LOGIN_CLIENT_ID, refresh=True, lifetime_s=3600), {"uid": 0}))["ok"]
+    cached()
+    assert (await held.receive(_issued_login(fake_genesys, LOGIN_CLIENT_ID, refresh=True, lifetime_s=3600), {"uid": 0}))["ok"]
+    assert cache.exists()  # the same agent again: the list is still theirs
+    fake_genesys.state.clients[LOGIN_CLIENT_ID].login_user_id = OTHER_USER_ID
+    answer = await held.receive(_issued_login(fake_genesys, LOGIN_CLIENT_ID, refresh=True, lifetime_s=3600), {"uid": 0})
+    assert answer["ok"] and answer["login"]["user_id"] == OTHER_USER_ID and not cache.exists()
+    cached()
+    assert held.clear({"uid": 0})["ok"] and not cache.exists()
+
+    # the agent's own `agentd logout` forgets the list the CLI cached
+    agentd_env.write_config(f'[genesys]\napi_base_url = "{fake_genesys.url}"\nlogin_base_url = "{fake_genesys.url}"\nclient_id = "{LOGIN_CLIENT_ID}"\n')
+    cached()
+    done = await asyncio.to_thread(agentd_env.run, "logout", "--no-daemon")
+    assert done.returncode == 0 and not cache.exists(), done.stdout + done.stderr

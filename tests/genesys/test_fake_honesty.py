@@ -13,6 +13,7 @@ the tour misses no endpoint agentd names. The fake sends no nulls.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from collections import defaultdict
@@ -99,10 +100,17 @@ def sdk_routes() -> dict[tuple[str, str], str | None]:
     return routes
 
 
+@functools.lru_cache(maxsize=None)
+def route_pattern(template: str) -> re.Pattern:
+    # compiled once each: the SDK has thousands of routes, more than re's own cache holds,
+    # and recompiling them for every request cost this test ~25 s
+    return re.compile(re.sub(r"\{[^}]+\}", "[^/]+", template))
+
+
 def template_for(routes: dict, method: str, path: str) -> tuple[str, str] | None:
     found = []
     for (m, template) in routes:
-        if m == method and re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), path):
+        if m == method and route_pattern(template).fullmatch(path):
             found.append((template.count("{"), template))
     return (method, min(found)[1]) if found else None
 

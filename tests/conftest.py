@@ -84,3 +84,24 @@ OFFLINE_GENESYS = """
 # names under the reserved .invalid TLD never resolve (RFC 6761): a dependable offline
 region = "agentd-test.invalid"
 """
+
+
+# Tests that share one thing of the host and must not run at once in two pytest-xdist
+# workers: the packaging ones build from this checkout (pip writes build/ in the tree) and
+# boot the cached Debian root; the Wine ones share one Wine prefix and its wineserver.
+# With --dist loadgroup each group runs in one worker; everything else spreads.
+XDIST_GROUPS = {
+    "tests/service/test_container.py": "packaging",
+    "tests/service/test_packaging.py": "packaging",
+    "tests/core/test_wheel.py": "packaging",
+    "tests/windows/": "wine",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        where = Path(str(item.fspath)).relative_to(REPO).as_posix()
+        for prefix, group in XDIST_GROUPS.items():
+            if where.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break

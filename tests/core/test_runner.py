@@ -26,7 +26,7 @@ async def test_hanging_and_raising_checks_do_not_stop_the_others():
         Check("ok", "passes", passing, timeout_s=5),
     ]
     started = time.monotonic()
-    results = await run_checks(checks, _plan(), deadline_s=10)
+    results = await run_checks(checks, _plan(), deadline_s=60)
     elapsed = time.monotonic() - started
 
     by_id = {r.id: r for r in results}
@@ -37,7 +37,8 @@ async def test_hanging_and_raising_checks_do_not_stop_the_others():
     assert "the probe broke" in by_id["raises"].summary
     assert by_id["ok"].status is Status.PASS and by_id["ok"].metrics == {"rtt_ms": 1.5}
     assert by_id["slow.ok"].status is Status.PASS
-    assert elapsed < 2.0, "the hanging check must cost its own deadline, not more"
+    # its own 0.5 s, not the run's 60 s (the bound is loose: a loaded machine took 4 s once)
+    assert elapsed < 20.0, "the hanging check must cost its own deadline, not the run's"
 
 
 async def test_overall_deadline_holds_even_when_per_check_deadlines_are_longer():

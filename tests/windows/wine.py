@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import selectors
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,70 @@ def windows_path(path: Path | str) -> str:
     return "Z:" + str(Path(path).resolve()).replace("/", "\\")
 
 
+def run_quiet(cmd: list[str], env: dict[str, str], timeout: float, check: bool = False) -> int:
+    """A Wine command whose children may outlive it (wineserver, services.exe, winedevice.exe):
+    no pipe of ours for them to inherit, and its own session, so nothing waits on them."""
+    proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True, timeout=timeout, check=check)
+    return proc.returncode
+
+
+def run_piped(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """``cmd`` with stdout and stderr piped (Wine fails a redirect to a file), complete once
+    the process itself has exited, not at the pipes' end of file: a Wine process it started
+    that lives on (a service, a wineserver) may hold the pipes open for minutes. What the
+    process wrote is in the pipes when it has exited, so a last non-blocking read gets all of
+    it. Bounded by ``timeout`` (the process is killed and TimeoutExpired raised)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    selector = selectors.DefaultSelector()
+    for fd in chunks:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+
+    def drain(fd: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                selector.unregister(fd)
+                return
+            chunks[fd].append(data)
+
+    try:
+        while True:
+            exited = proc.poll() is not None
+            if exited:
+                for fd in list(selector.get_map()):
+                    drain(fd)
+                break
+            if time.monotonic() - started > timeout:
+                proc.kill()
+                proc.wait(timeout=30)
+                raise subprocess.TimeoutExpired(cmd, timeout, output=b"".join(chunks[out_fd]),
+                                                stderr=b"".join(chunks[err_fd]))
+            if selector.get_map():
+                for key, _ in selector.select(timeout=0.2):
+                    drain(key.fd)  # type: ignore[arg-type]
+            else:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.2)
+    finally:
+        selector.close()
+        proc.stdout.close()
+        proc.stderr.close()
+
+    def text(fd: int) -> str:
+        return b"".join(chunks[fd]).decode("utf-8", "replace")
+
+    return subprocess.CompletedProcess(cmd, proc.returncode, text(out_fd), text(err_fd))
+
+
 @contextlib.contextmanager
 def _cache_lock() -> Iterator[None]:
     """Concurrent test runs (other worktrees) build the cache once, one at a time."""
@@ -62,6 +127,27 @@ def _cache_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def wine_env(prefix: Path) -> dict[str, str]:
+    env = {**os.environ, **WINE_ENV, "WINEPREFIX": str(prefix)}
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+        env.pop(name, None)
+    return env
+
+
+def start_server(env: dict[str, str]) -> None:
+    """One persistent wineserver for the prefix, started before any other Wine command: a
+    wineserver that a piped ``wine`` command starts inherits that command's pipes and keeps
+    them open while it lives (a test run once waited minutes on it)."""
+    run_quiet(["wineserver", "-p"], env, timeout=60, check=True)
+
+
+def stop_server(env: dict[str, str]) -> None:
+    """Kill the prefix's wineserver and every Wine process of it; wait (bounded) until it is gone."""
+    run_quiet(["wineserver", "-k"], env, timeout=60)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        run_quiet(["wineserver", "-w"], env, timeout=30)
+
+
 def pristine_prefix() -> Path:
     prefix = cache_root() / "prefix-wine"
     done = prefix / ".agentd-complete"
@@ -69,17 +155,19 @@ def pristine_prefix() -> Path:
         return prefix
     if prefix.exists():
         shutil.rmtree(prefix)
-    env = {**os.environ, **WINE_ENV, "WINEPREFIX": str(prefix)}
-    env.pop("DISPLAY", None)
-    subprocess.run(["wineboot", "-i"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                   timeout=600, check=True)
-    # The SCM waits ServicesPipeTimeout for a started service to connect: 30 s on Windows,
-    # 10 s in Wine; python.exe importing pywin32 on this loaded 2-core machine under Wine can
-    # take longer. (On a PC the host connects in about a second.)
-    subprocess.run(["wine", "reg", "add", r"HKLM\System\CurrentControlSet\Control", "/v", "ServicesPipeTimeout",
-                    "/t", "REG_DWORD", "/d", "120000", "/f"], env=env, stdin=subprocess.DEVNULL,
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300, check=True)
-    subprocess.run(["wineserver", "-w"], env=env, timeout=120, check=False)
+    env = wine_env(prefix)
+    start_server(env)
+    try:
+        run_quiet(["wineboot", "-i"], env, timeout=600, check=True)
+        # The SCM waits ServicesPipeTimeout for a started service to connect: 30 s on Windows,
+        # 10 s in Wine; python.exe importing pywin32 on this loaded 2-core machine under Wine can
+        # take longer. (On a PC the host connects in about a second.)
+        run_quiet(["wine", "reg", "add", r"HKLM\System\CurrentControlSet\Control", "/v", "ServicesPipeTimeout",
+                   "/t", "REG_DWORD", "/d", "120000", "/f"], env, timeout=300, check=True)
+    finally:
+        stop_server(env)
+    if "ServicesPipeTimeout" not in (prefix / "system.reg").read_text(encoding="utf-8", errors="replace"):
+        raise RuntimeError(f"{prefix}: ServicesPipeTimeout did not reach system.reg")
     done.write_text("ok\n")
     return prefix
 
@@ -141,11 +229,8 @@ class Wine:
         return self.drive_c / "ProgramData" / "agentd"
 
     def run(self, *args: str, timeout: float = 120.0, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """``wine ARGS...`` with stdout and stderr piped (text)."""
-        return subprocess.run(
-            ["wine", *args], env={**self.env, **(extra_env or {})}, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", timeout=timeout,
-        )
+        """``wine ARGS...`` with stdout and stderr piped (text), done when the process exits."""
+        return run_piped(["wine", *args], env={**self.env, **(extra_env or {})}, timeout=timeout)
 
     def agentd(self, *args: str, timeout: float = 120.0, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return self.run(str(self.python), "-m", "agentd", *args, timeout=timeout, extra_env=extra_env)
@@ -153,24 +238,34 @@ class Wine:
     def python_code(self, code: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         return self.run(str(self.python), "-c", code, *args, timeout=timeout)
 
-    def keep_session(self) -> subprocess.Popen:
-        """Wine stops services.exe and every service once no user process is left (a
-        logged-out session); a process waiting on its stdin keeps the session up."""
-        return subprocess.Popen(["wine", str(self.python), "-c", "import sys; sys.stdin.read()"], env=self.env,
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
     keeper: subprocess.Popen | None = None
+
+    def start_session(self) -> None:
+        """The wineserver, then a user process that keeps the session up (Wine stops
+        services.exe and every service once no user process is left: a logged-out session),
+        then one quiet command that waits for services.exe: every long-lived Wine process
+        starts here, with no pipe of ours."""
+        start_server(self.env)
+        self.keeper = subprocess.Popen(["wine", str(self.python), "-c", "import time; time.sleep(7200)"], env=self.env,
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       start_new_session=True)
+        run_quiet(["wine", "sc", "query", "agentd"], self.env, timeout=180)
+
+    def end_session(self) -> None:
+        """Every Wine process of the prefix ends (the keeper too), bounded."""
+        stop_server(self.env)
+        if self.keeper is not None:
+            try:
+                self.keeper.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.keeper.kill()
+                self.keeper.wait(timeout=30)
+            self.keeper = None
 
     def restart_session(self) -> None:
         """Wine's equivalent of a reboot: every Wine process ends, services.exe starts afresh."""
-        if self.keeper is not None:
-            with contextlib.suppress(OSError):
-                self.keeper.stdin.close()  # type: ignore[union-attr]
-        self.kill_server()
-        if self.keeper is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.keeper.wait(timeout=30)
-        self.keeper = self.keep_session()
+        self.end_session()
+        self.start_session()
 
     def linux_pids(self, needle: str) -> list[int]:
         """Linux pids of this prefix's Wine processes whose command line contains ``needle``."""
@@ -187,10 +282,6 @@ class Wine:
                 found.append(int(proc.name))
         return found
 
-    def kill_server(self) -> None:
-        subprocess.run(["wineserver", "-k"], env=self.env, timeout=60, check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
 
 @contextlib.contextmanager
 def wine_session(folder: Path) -> Iterator[Wine]:
@@ -200,18 +291,11 @@ def wine_session(folder: Path) -> Iterator[Wine]:
         package = build_package(folder / "dist")
     prefix = folder / "prefix"
     copy_prefix(pristine, prefix)
-    env = {**os.environ, **WINE_ENV, "WINEPREFIX": str(prefix)}
-    env.pop("DISPLAY", None)
-    env.pop("WAYLAND_DISPLAY", None)
-    wine = Wine(prefix=prefix, package=package, env=env)
-    wine.keeper = wine.keep_session()
-    print(f"wine bench ready in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    wine = Wine(prefix=prefix, package=package, env=wine_env(prefix))
     try:
+        wine.start_session()
+        print(f"wine bench ready in {time.monotonic() - started:.0f} s", file=sys.stderr)
         yield wine
     finally:
-        with contextlib.suppress(OSError):
-            wine.keeper.stdin.close()  # type: ignore[union-attr]
-        wine.kill_server()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            wine.keeper.wait(timeout=30)
+        wine.end_session()
         shutil.rmtree(prefix, ignore_errors=True)

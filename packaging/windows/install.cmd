@@ -10,11 +10,18 @@ set "PY=%DEST%\python\python.exe"
 
 rem an earlier install: its service goes first (configuration and state stay)
 if exist "%PY%" "%PY%" -m agentd service uninstall
-xcopy "%SOURCE%*" "%DEST%\" /E /I /Q /Y >nul || exit /b 1
-if not exist "%DATA%" mkdir "%DATA%" || exit /b 1
-icacls "%DATA%" /inheritance:r /grant:r "*S-1-5-18:(OI)(CI)F" "*S-1-5-32-544:(OI)(CI)F" >nul || exit /b 1
+rem "if errorlevel" after each step, not "||": Wine 8's cmd.exe runs the "||" branch of an
+rem external command that succeeded (tests/windows/README.md)
+xcopy "%SOURCE%*" "%DEST%\" /E /I /Q /Y >nul
+if errorlevel 1 exit /b 1
+if not exist "%DATA%" mkdir "%DATA%"
+if not exist "%DATA%" exit /b 1
+icacls "%DATA%" /inheritance:r /grant:r "*S-1-5-18:(OI)(CI)F" "*S-1-5-32-544:(OI)(CI)F" >nul
+if errorlevel 1 exit /b 1
 if not exist "%DATA%\agentd.toml" copy "%SOURCE%agentd.toml.example" "%DATA%\agentd.toml" >nul
-"%PY%" -m agentd service install || exit /b 1
-"%PY%" -m agentd service start || exit /b 1
+"%PY%" -m agentd service install
+if errorlevel 1 exit /b 1
+"%PY%" -m agentd service start
+if errorlevel 1 exit /b 1
 "%PY%" -m agentd service status
 exit /b 0

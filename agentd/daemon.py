@@ -126,6 +126,9 @@ class Daemon:
         self.last_reload_error: str | None = None
         self.scheduler: Scheduler | None = None
         self.current_run: dict[str, Any] | None = None
+        # A plugin's own objects that live as long as this daemon (a held login, a monitor, a
+        # link), under "<plugin>.<what>": held here, not in module globals keyed by id(daemon).
+        self.plugin_state: dict[str, Any] = {}
         self._tasks: set[asyncio.Task] = set()
         self._runs: set[asyncio.Future] = set()
         self._jobs: set[asyncio.Future] = set()

@@ -228,17 +228,17 @@ async def _archive(args: argparse.Namespace, app: Any) -> int:
 
 # -- the daemon: the login an agent hands over (held_login.py) ---------------------------
 
-HELD: dict[int, Any] = {}
-"""id(daemon) -> its HeldLogin (the daemon holds one agent's login at a time)."""
+HELD_LOGIN = "genesys.login"
+"""The daemon's plugin_state key of its HeldLogin (one agent's login at a time)."""
 
 
 def _held(daemon: Any) -> Any:
     from .held_login import HeldLogin
 
-    held = HELD.get(id(daemon))
+    held = daemon.plugin_state.get(HELD_LOGIN)
     settings = _settings(daemon.app.config)
     if held is None:
-        held = HELD[id(daemon)] = HeldLogin(settings)
+        held = daemon.plugin_state[HELD_LOGIN] = HeldLogin(settings)
     held.settings = settings  # a reload may change [genesys]
     return held
 
@@ -285,7 +285,7 @@ def agentd_daemon_stop(daemon: Any) -> Any:
     """Close the daemon's API connections (the shared client of its loop)."""
     from .client import close_shared
 
-    HELD.pop(id(daemon), None)
+    daemon.plugin_state.pop(HELD_LOGIN, None)
     return close_shared()
 
 

@@ -352,6 +352,10 @@ def agentd_collect_sinks(config: Config):
     return sinks
 
 
+HUB_LINK = "hub.link"
+"""The daemon's plugin_state key of its link to the hub."""
+
+
 @hookimpl
 def agentd_daemon_start(daemon: Any) -> None:
     settings: HubClientSettings | None = daemon.app.config.section("hub")
@@ -359,13 +363,13 @@ def agentd_daemon_start(daemon: Any) -> None:
         return None
     link = HubLink(daemon, settings)
     link.task = daemon.spawn(link.run_forever(), name="hub.link")
-    daemon.hub_link = link  # the daemon holds it: stopped with it
+    daemon.plugin_state[HUB_LINK] = link  # the daemon holds it: stopped with it
     return None
 
 
 @hookimpl
 def agentd_daemon_stop(daemon: Any) -> None:
-    link: HubLink | None = getattr(daemon, "hub_link", None)
+    link: HubLink | None = daemon.plugin_state.get(HUB_LINK)
     if link is not None and link.task is not None:
         link.task.cancel()  # before the spool's last flush: the link's runs end with the daemon
     return None

@@ -61,8 +61,8 @@ def agentd_collect_evidence(request):
 
 # -- the daemon ----------------------------------------------------------------------------
 
-MONITORS: dict[int, NotificationsMonitor] = {}
-"""id(daemon) -> its monitor (for ``agentd status``-like introspection and tests)."""
+MONITOR = "notifications.monitor"
+"""The daemon's plugin_state key of its running monitor."""
 
 
 @hookimpl
@@ -85,7 +85,7 @@ def _new_monitor(daemon: Any) -> NotificationsMonitor | None:
 
 
 async def _start(daemon: Any, monitor: NotificationsMonitor) -> None:
-    MONITORS[id(daemon)] = monitor
+    daemon.plugin_state[MONITOR] = monitor
     spawn = getattr(daemon, "spawn", None)
     if callable(spawn):
         monitor._task = spawn(monitor.run(), name="notifications.monitor")  # type: ignore[attr-defined]
@@ -94,7 +94,7 @@ async def _start(daemon: Any, monitor: NotificationsMonitor) -> None:
 
 
 async def _stop(daemon: Any) -> None:
-    monitor = MONITORS.pop(id(daemon), None)
+    monitor = daemon.plugin_state.pop(MONITOR, None)
     task = getattr(monitor, "_task", None)
     if task is not None and not task.done():
         task.cancel()
@@ -122,7 +122,7 @@ def agentd_daemon_login_changed(daemon: Any, service: str):
 
 @hookimpl
 def agentd_daemon_stop(daemon: Any):
-    monitor = MONITORS.pop(id(daemon), None)
+    monitor = daemon.plugin_state.pop(MONITOR, None)
     task = getattr(monitor, "_task", None)
     if task is not None:
         task.cancel()

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from agentd.testing.fake_genesys import AGENT_USER_ID
 from agentd.testing.fake_genesys.notifications import add_live_call
 from agentd.timeline import Timeline
-from agentd_plugins.notifications import MONITORS, agentd_daemon_start, agentd_daemon_stop
+from agentd_plugins.notifications import MONITOR, agentd_daemon_start, agentd_daemon_stop
 from agentd_plugins.notifications.monitor import MonitorSettings, NotificationsMonitor
 
 from .conftest import agent_client, agent_config, hub, service_config
@@ -144,13 +144,14 @@ async def test_daemon_hook_spawns_the_monitor_and_records_into_the_timeline(fake
     daemon = SimpleNamespace(
         app=app,
         timeline=Timeline(tmp_path / "timeline.sqlite"),
+        plugin_state={},
         spawn=lambda coro, name: tasks.append(asyncio.create_task(coro, name=name)) or tasks[-1],
     )
     await agentd_daemon_start(daemon)
     try:
         (task,) = tasks
         assert task.get_name() == "notifications.monitor"
-        monitor = MONITORS[id(daemon)]
+        monitor = daemon.plugin_state[MONITOR]
         assert await monitor.wait_for(lambda m: m.connected.is_set(), 5)
         cid, pid = add_live_call(fake_genesys.state)
         hub(fake_genesys).publish_call(cid)
@@ -256,6 +257,6 @@ async def test_daemon_hook_does_not_start_without_a_user(fake_genesys, agentd_en
     config = service_config(fake_genesys).replace(f'user_id = "{AGENT_USER_ID}"\n', "")
     app = App.load(agentd_env.write_config(config))
     spawned = []
-    daemon = SimpleNamespace(app=app, timeline=None, spawn=lambda coro, name: spawned.append(name))
+    daemon = SimpleNamespace(app=app, timeline=None, plugin_state={}, spawn=lambda coro, name: spawned.append(name))
     assert agentd_daemon_start(daemon) is None
-    assert spawned == [] and id(daemon) not in MONITORS
+    assert spawned == [] and MONITOR not in daemon.plugin_state

@@ -10,7 +10,11 @@ coturn). Per path and run, one after the other inside the agent namespace:
   namespace's own loopback, two RTCPeerConnections with ``iceTransportPolicy: "relay"``,
   TURN over UDP and TCP offered, a negotiated data channel (unordered, maxRetransmits 0)
   carrying an echo every 20 ms for ``--echo-s`` seconds. Its transport is the selected
-  pair's local relay candidate's ``relayProtocol`` (getStats).
+  pair's local relay candidate's ``relayProtocol`` (getStats). To see why it chose it, the
+  page also samples each peer's selected relay transport every 250 ms (``selection``:
+  "a udp@260ms; b tcp@260ms -> udp@520ms"), and keeps at the end every candidate pair
+  (checks sent and answered) and each peer's own relay candidates (``relay_candidates``:
+  a peer without a "udp" one never got a UDP relay allocation).
 - agentd: ``agentd check --only media.path --json`` with the same TURN urls (UDP, TCP) and
   the default ``[media]`` settings of the pre-shift profile.
 
@@ -64,6 +68,54 @@ async ({iceServers, durationMs, intervalMs, drainMs, connectTimeoutMs}) => {
   const ca = a.createDataChannel("echo", options), cb = b.createDataChannel("echo", options);
   cb.onmessage = m => { if (cb.readyState === "open") cb.send(m.data); };
   const t0 = performance.now();
+  // which relay transport each peer's selected pair uses, every 250 ms from the start (why
+  // Chromium's choice differs from agentd's: when it selected, and whether it switched)
+  const timeline = [];
+  const protocolOf = async pc => {
+    const stats = await pc.getStats();
+    let proto = null;
+    stats.forEach(s => {
+      if (s.type === "transport" && s.selectedCandidatePairId) {
+        const pair = stats.get(s.selectedCandidatePairId);
+        const local = pair ? stats.get(pair.localCandidateId) : null;
+        proto = local ? (local.relayProtocol || local.protocol) : null;
+      }
+    });
+    return proto;
+  };
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      timeline.push([Math.round(performance.now() - t0), await protocolOf(a), await protocolOf(b)]);
+      await new Promise(r => setTimeout(r, 250));
+    }
+  })();
+  // every candidate pair at the end: did the UDP relay's checks succeed at all?
+  const pairsOf = async pc => {
+    const stats = await pc.getStats();
+    let selected = null;
+    stats.forEach(s => { if (s.type === "transport") selected = s.selectedCandidatePairId; });
+    const out = [];
+    stats.forEach(s => {
+      if (s.type !== "candidate-pair") return;
+      const local = stats.get(s.localCandidateId);
+      out.push({relay: local ? (local.relayProtocol || local.protocol) : null, state: s.state, nominated: !!s.nominated,
+                selected: s.id === selected, requestsSent: s.requestsSent, responsesReceived: s.responsesReceived,
+                rttMs: s.currentRoundTripTime == null ? null : Math.round(s.currentRoundTripTime * 1000)});
+    });
+    return out;
+  };
+  // each peer's own relay candidates: a peer with no UDP one had its UDP allocation fail
+  const relaysOf = async pc => {
+    const stats = await pc.getStats();
+    const out = [];
+    stats.forEach(s => { if (s.type === "local-candidate") out.push(s.relayProtocol || s.protocol); });
+    return out;
+  };
+  const finish = async () => {
+    sampling = false; await sampler;
+    return {timeline, pairsA: await pairsOf(a), pairsB: await pairsOf(b), relaysA: await relaysOf(a), relaysB: await relaysOf(b)};
+  };
   const opened = new Promise(resolve => {
     ca.onopen = () => resolve(true);
     setTimeout(() => resolve(false), connectTimeoutMs);
@@ -83,7 +135,7 @@ async ({iceServers, durationMs, intervalMs, drainMs, connectTimeoutMs}) => {
     return local ? {candidateType: local.candidateType, relayProtocol: local.relayProtocol || null, protocol: local.protocol} : null;
   };
   if (!ok) {
-    const result = {connected: false, connectMs, ice: a.iceConnectionState, pair: await pairOf(a)};
+    const result = {connected: false, connectMs, ice: a.iceConnectionState, pair: await pairOf(a), ...(await finish())};
     a.close(); b.close();
     return result;
   }
@@ -103,7 +155,7 @@ async ({iceServers, durationMs, intervalMs, drainMs, connectTimeoutMs}) => {
     }, intervalMs);
   });
   await new Promise(resolve => setTimeout(resolve, drainMs));
-  const result = {connected: true, connectMs, sent, received: back.size, rtts, pair: await pairOf(a), pairB: await pairOf(b)};
+  const result = {connected: true, connectMs, sent, received: back.size, rtts, pair: await pairOf(a), pairB: await pairOf(b), ...(await finish())};
   a.close(); b.close();
   return result;
 }
@@ -213,6 +265,11 @@ def chromium_row(result: dict) -> dict:
         loss = raw
     return {
         "transport": sides[0] if sides[0] == sides[1] else f"{sides[0]}+{sides[1]}",
+        "selection": selection_story(result),
+        "udp_checks": udp_checks(result),
+        "timeline": result.get("timeline"),
+        "pairs": {"a": result.get("pairsA"), "b": result.get("pairsB")},
+        "relay_candidates": {"a": result.get("relaysA"), "b": result.get("relaysB")},
         "loss_pct": round(loss * 100.0, 2) if loss is not None else None,
         "raw_loss_pct": round(raw * 100.0, 2) if raw is not None else None,
         "probes": result["sent"],
@@ -220,6 +277,31 @@ def chromium_row(result: dict) -> dict:
         "rtt_median_ms": round(statistics.median(result["rtts"]), 2) if result["rtts"] else None,
         "wall_s": result.get("wall_s"),
     }
+
+
+def selection_story(result: dict) -> str:
+    """When each peer first had a selected pair and on which relay transport, and every change
+    after it ("a udp@260ms; b tcp@260ms -> udp@520ms")."""
+    timeline = result.get("timeline") or []
+    parts = []
+    for index, name in ((1, "a"), (2, "b")):
+        seen = [(row[0], row[index]) for row in timeline if row[index]]
+        if not seen:
+            parts.append(f"{name} none")
+            continue
+        changes = [seen[0]] + [seen[i] for i in range(1, len(seen)) if seen[i][1] != seen[i - 1][1]]
+        parts.append(f"{name} " + " -> ".join(f"{proto}@{t}ms" for t, proto in changes))
+    return "; ".join(parts)
+
+
+def udp_checks(result: dict) -> str:
+    """The UDP-relay candidate pairs at the end of the run: checks sent and answered, per peer."""
+    out = []
+    for name in ("a", "b"):
+        pairs = [p for p in (result.get(f"pairs{name.upper()}") or []) if p.get("relay") == "udp"]
+        if pairs:
+            out.append(f"{name}: " + ", ".join(f"{p['state']} {p.get('responsesReceived')}/{p.get('requestsSent')}" for p in pairs))
+    return "; ".join(out) or "-"
 
 
 def _relay_protocol(pair: dict | None) -> str | None:
@@ -287,6 +369,8 @@ def main(argv: list[str]) -> int:
                       f"(raw {chromium.get('raw_loss_pct')}%, connect {chromium.get('connect_ms')} ms) | "
                       f"agentd {agentd.get('transport')} {agentd.get('loss_pct')}% (raw {agentd.get('raw_loss_pct')}%) "
                       f"{agentd.get('status')}", flush=True)
+                print(f"    chromium selection: {chromium.get('selection')}; UDP-relay pairs (answered/checks): {chromium.get('udp_checks')}; "
+                      f"relay candidates {chromium.get('relay_candidates')}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     print()

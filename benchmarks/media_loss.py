@@ -272,7 +272,7 @@ def table(results: dict[float, list[Run]]) -> str:
         legs_text = f"{statistics.median(legs):.0f} ({min(legs)}-{max(legs)})" if legs else "-"
         out.append(
             f"| {pct:g}% | {truth:.2f} | {len(runs)} | {on_udp} | {loss_text} | {within} | {covers} | {legs_text} | "
-            f"{', '.join(f'{k} {v}' for k, v in sorted(stops.items()))} | {statistics.median(mos) if mos else '-'} | "
+            f"{', '.join(f'{k} {v}' for k, v in sorted(stops.items()))} | {round(statistics.median(mos), 2) if mos else '-'} | "
             f"{_spread(walls)} s | {_spread([r.cpu_s for r in runs])} s | {_spread([r.load for r in runs])} | "
             f"{sum(r.rcvbuf_drops for r in runs)} ({sum(1 for r in runs if r.rcvbuf_drops)}) |"
         )

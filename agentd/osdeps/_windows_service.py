@@ -205,13 +205,36 @@ def start(timeout_s: float = 60.0) -> list[str]:
 
 
 def stop(timeout_s: float = 60.0) -> list[str]:
-    if state() == "stopped":
+    found = query()
+    if found is not None and found["state"] == "stopped":
         return [f"service {SERVICE_NAME} already stopped"]
+    deadline = time.monotonic() + timeout_s
     win32serviceutil.StopService(SERVICE_NAME)
     reached = _wait_for("stopped", timeout_s)
     if reached != "stopped":
         raise RuntimeError(f"service {SERVICE_NAME} did not stop within {timeout_s:g} s (it is {reached})")
-    return [f"service {SERVICE_NAME} stopped"]
+    done = [f"service {SERVICE_NAME} stopped"]
+    # The SCM says STOPPED before the host process has exited; until it has, its python.exe
+    # and DLLs are in use and an uninstaller cannot delete them.
+    pid = (found or {}).get("pid")
+    if pid and not _process_exited(pid, max(1.0, deadline - time.monotonic())):
+        done.append(f"its process {pid} is still running")
+    return done
+
+
+def _process_exited(pid: int, timeout_s: float) -> bool:
+    import win32api
+    import win32con
+    import win32event
+
+    try:
+        handle = win32api.OpenProcess(win32con.SYNCHRONIZE, False, pid)
+    except pywintypes.error:
+        return True  # no such process (any more)
+    try:
+        return win32event.WaitForSingleObject(handle, int(timeout_s * 1000)) == win32event.WAIT_OBJECT_0
+    finally:
+        win32api.CloseHandle(handle)
 
 
 # -- the host the SCM runs ------------------------------------------------------------------------

@@ -130,6 +130,7 @@ class Netlab:
     server_ip2: str = SERVER_IP2
     router_wan_ip: str = ROUTER_WAN_IP
     _created: list[str] = field(default_factory=list, repr=False)
+    _started: list[subprocess.Popen] = field(default_factory=list, repr=False)
 
     @property
     def agent(self) -> str:
@@ -207,6 +208,15 @@ class Netlab:
         """Remove every namespace of this lab (processes in them are stopped first). Idempotent."""
         while self._created:
             _kill_and_delete(self._created.pop())
+        # a process popen_in started may not have entered its namespace yet when the
+        # namespace's processes were listed (a loaded machine): it would outlive the lab
+        while self._started:
+            proc = self._started.pop()
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
 
     # -- the router ---------------------------------------------------------------------------------
 
@@ -264,7 +274,9 @@ class Netlab:
 
     def popen_in(self, namespace: str, args: Sequence[str], **kw: Any) -> subprocess.Popen:
         """Start a long-running process inside ``namespace`` (stopped at teardown at the latest)."""
-        return subprocess.Popen(["ip", "netns", "exec", namespace, *args], **kw)
+        proc = subprocess.Popen(["ip", "netns", "exec", namespace, *args], **kw)
+        self._started.append(proc)
+        return proc
 
     def call_in(self, namespace: str, func: Callable[..., Any], *args: Any, timeout: float = 30.0) -> Any:
         """Run ``func(*args)`` in a fresh Python inside ``namespace`` and return its result.

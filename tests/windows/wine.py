@@ -4,9 +4,9 @@ official embeddable CPython 3.11 and the win_amd64 wheels from PyPI), a Wine pre
 Cached between runs under ``$AGENTD_TEST_CACHE`` (default ``~/.cache/agentd-tests``):
 the downloads (about 60 MB) and the unpacked base (about 140 MB) of the build, the
 ProcessPrng DLL Wine 8 lacks (tests/windows/processprng.c, built with mingw-w64), and a
-pristine Wine prefix (about 700 MB, ``wineboot`` takes ~1 min). A first run costs
-about 3-4 minutes on this 2-core machine; later runs copy the prefix as hard links
-(registry files as real copies) and rebuild only agentd's own files, in seconds.
+pristine Wine prefix (about 700 MB). An empty cache cost 37 s of set-up here (with pip's
+own cache warm; else 60 MB of downloads too); later runs copy the prefix as hard links
+(registry files as real copies) and rebuild only agentd's own files: ready in 3-6 s.
 
 Wine's output is piped, never redirected to a file: Wine fails a redirected handle with
 "Invalid handle".
@@ -156,15 +156,17 @@ def pristine_prefix() -> Path:
     if prefix.exists():
         shutil.rmtree(prefix)
     env = wine_env(prefix)
-    start_server(env)
+    # no persistent wineserver here (it needs the prefix folder, which wineboot makes); the
+    # one wineboot starts has no pipe of ours either, and ends by itself once idle
+    run_quiet(["wineboot", "-i"], env, timeout=600, check=True)
+    # The SCM waits ServicesPipeTimeout for a started service to connect: 30 s on Windows,
+    # 10 s in Wine; python.exe importing pywin32 on this loaded 2-core machine under Wine can
+    # take longer. (On a PC the host connects in about a second.)
+    run_quiet(["wine", "reg", "add", r"HKLM\System\CurrentControlSet\Control", "/v", "ServicesPipeTimeout",
+               "/t", "REG_DWORD", "/d", "120000", "/f"], env, timeout=300, check=True)
     try:
-        run_quiet(["wineboot", "-i"], env, timeout=600, check=True)
-        # The SCM waits ServicesPipeTimeout for a started service to connect: 30 s on Windows,
-        # 10 s in Wine; python.exe importing pywin32 on this loaded 2-core machine under Wine can
-        # take longer. (On a PC the host connects in about a second.)
-        run_quiet(["wine", "reg", "add", r"HKLM\System\CurrentControlSet\Control", "/v", "ServicesPipeTimeout",
-                   "/t", "REG_DWORD", "/d", "120000", "/f"], env, timeout=300, check=True)
-    finally:
+        run_quiet(["wineserver", "-w"], env, timeout=120)  # it writes the registry out as it exits
+    except subprocess.TimeoutExpired:
         stop_server(env)
     if "ServicesPipeTimeout" not in (prefix / "system.reg").read_text(encoding="utf-8", errors="replace"):
         raise RuntimeError(f"{prefix}: ServicesPipeTimeout did not reach system.reg")

@@ -98,6 +98,7 @@ XDIST_GROUPS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         where = Path(str(item.fspath)).relative_to(REPO).as_posix()
@@ -105,3 +106,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if where.startswith(prefix):
                 item.add_marker(pytest.mark.xdist_group(group))
                 break
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In an xdist worker with --dist loadgroup, a grouped test's id carries '@group'; if
+    it does not (pytest 9.2 moved Node.nodeid away from the _nodeid that xdist 3.8
+    rewrites), the groups would run at once in two workers: stop instead of flaking."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        pytest.exit(f"pytest-xdist's --dist loadgroup does not group with this pytest ({lost[0]} has no @group); "
+                    "use the pytest that pyproject.toml pins, or run with -n 0", returncode=3)

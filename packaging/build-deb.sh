@@ -54,7 +54,7 @@ from_registry() {
   fi
   "${BUILD_PIP[@]}" "$@"
 }
-BUILD_TOOLS=("setuptools>=69" wheel)
+BUILD_TOOLS=("setuptools>=77" wheel)  # 77: project.license as an SPDX string (PEP 639)
 "${BUILD_PIP[@]}" install --no-index --find-links "$WHEELHOUSE" "${BUILD_TOOLS[@]}" 2>/dev/null || {
   from_registry wheel -w "$WHEELHOUSE" "${BUILD_TOOLS[@]}"
   "${BUILD_PIP[@]}" install --no-index --find-links "$WHEELHOUSE" "${BUILD_TOOLS[@]}"

@@ -15,17 +15,11 @@ import pytest
 
 from agentd.config import Secret
 from agentd.errors import ProbeError
-from agentd.testing.fake_genesys import AGENT_USER_ID, LOGIN_CLIENT_ID, TokenGrant
+from agentd.testing.fake_genesys import AGENT_USER_ID, LOGIN_CLIENT_ID, agent_refresh_token
 from agentd.testing.fake_genesys.streaming import jabber_id, streaming_hub
 from agentd_plugins.genesys.client import GenesysClient
 from agentd_plugins.genesys.settings import GenesysSettings
 from agentd_plugins.genesys.streaming import Deadline, StanzaError, discover, open_channel, parse_stanza
-
-
-def agent_refresh_token(fake) -> str:
-    client = fake.state.clients[LOGIN_CLIENT_ID]
-    grant = TokenGrant(LOGIN_CLIENT_ID, AGENT_USER_ID, client.scopes, client.permissions, time.time() + 86400, "authorization_code")
-    return fake.state.issue_refresh_token(grant)
 
 
 def agent_settings(fake, **overrides) -> GenesysSettings:
@@ -35,7 +29,7 @@ def agent_settings(fake, **overrides) -> GenesysSettings:
         streaming_base_url=fake.ws_url,
         client_id=LOGIN_CLIENT_ID,
         auth="login",
-        refresh_token=Secret(agent_refresh_token(fake)),
+        refresh_token=Secret(agent_refresh_token(fake.state)),
         timeout_s=5.0,
     )
     values.update(overrides)

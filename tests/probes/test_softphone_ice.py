@@ -19,7 +19,7 @@ from agentd.app import App
 from agentd.model import Status
 from agentd.testing import coturn as coturn_mod
 from agentd.testing.coturn import Coturn
-from agentd.testing.fake_genesys import AGENT_USER_ID, LOGIN_CLIENT_ID, TokenGrant
+from agentd.testing.fake_genesys import AGENT_USER_ID, LOGIN_CLIENT_ID, agent_refresh_token
 from agentd.testing.fake_genesys.streaming import jabber_id, streaming_hub
 from agentd_plugins.genesys.tokens import StoredLogin, TokenStore
 
@@ -46,10 +46,7 @@ def log_in(fake, *, station_force_turn: bool = False) -> str:
     (The scenario's station has webRtcForceTurn on; most tests want the softphone not relay-only.)"""
     for station in fake.state.stations.values():
         station["webRtcForceTurn"] = station_force_turn
-    fake.state.rotate_refresh_tokens = False  # several runs (and processes) reuse the one token
-    client = fake.state.clients[LOGIN_CLIENT_ID]
-    grant = TokenGrant(LOGIN_CLIENT_ID, AGENT_USER_ID, client.scopes, client.permissions, time.time() + 86400, "authorization_code")
-    refresh = fake.state.issue_refresh_token(grant)
+    refresh = agent_refresh_token(fake.state, reused=True)  # several runs (and processes) reuse the one token
     TokenStore().save(StoredLogin(refresh_token=refresh, client_id=LOGIN_CLIENT_ID, login_base=fake.url, user_id=AGENT_USER_ID, user_name="Alex Agent"))
     return refresh
 

@@ -36,10 +36,10 @@ async def run_websocket_check(agentd_env, websocket_toml: str, *, genesys_toml: 
 
 # -- the fake Genesys Cloud, as the agent ------------------------------------------------------
 
-import time  # noqa: E402
 
 from agentd.config import Secret  # noqa: E402
-from agentd.testing.fake_genesys import AGENT_USER_ID, CC_CLIENT_ID, CC_CLIENT_SECRET, LOGIN_CLIENT_ID, TokenGrant  # noqa: E402
+from agentd.testing.fake_genesys import AGENT_USER_ID, CC_CLIENT_ID, CC_CLIENT_SECRET, LOGIN_CLIENT_ID  # noqa: E402
+from agentd.testing.fake_genesys import agent_refresh_token as fake_agent_refresh_token  # noqa: E402
 from agentd.testing.fake_genesys.fixtures import fake_genesys  # noqa: E402,F401  (a fixture)
 from agentd.testing.fake_genesys.notifications import NotificationHub, hub_of  # noqa: E402
 from agentd_plugins.genesys.client import GenesysClient  # noqa: E402
@@ -47,11 +47,8 @@ from agentd_plugins.genesys.settings import GenesysSettings  # noqa: E402
 
 
 def agent_refresh_token(fake) -> str:
-    """A refresh token of the agent's own login (what `agentd login` would have stored)."""
-    fake.state.rotate_refresh_tokens = False  # several processes reuse the one token
-    client = fake.state.clients[LOGIN_CLIENT_ID]
-    grant = TokenGrant(LOGIN_CLIENT_ID, AGENT_USER_ID, client.scopes, client.permissions, time.time() + 86400, "authorization_code")
-    return fake.state.issue_refresh_token(grant)
+    """A refresh token of the agent's own login; several processes reuse the one token."""
+    return fake_agent_refresh_token(fake.state, reused=True)
 
 
 def agent_settings(fake, **overrides) -> GenesysSettings:

@@ -26,6 +26,7 @@ from .scenario import (
     QUEUE_ID,
     STATION_ID,
     add_call,
+    agent_refresh_token,
     default_scenario,
     seed_diagnostics_payload,
 )
@@ -33,6 +34,7 @@ from .server import FakeGenesys, error_json
 from .state import FakeState, Fault, OAuthClient, RecordedRequest, TokenGrant
 
 __all__ = [
+    "agent_refresh_token",
     "AGENT_USER_ID",
     "CC_CLIENT_ID",
     "CC_CLIENT_SECRET",

@@ -17,10 +17,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .state import FakeState, OAuthClient
+from .state import FakeState, OAuthClient, TokenGrant
 
 CC_CLIENT_ID = "agentd-cc"
 CC_CLIENT_SECRET = "cc-secret-9f3b2a7c51"
@@ -38,6 +39,17 @@ PHONE_ID = "ae506f7c-9183-4c2e-b065-4e5f60718293"
 DROPPED_CALL_ID = "c0ffee00-1234-4abc-8def-000000000001"
 INTEGRATION_ACTIVE_ID = "1e2f3a4b-0000-4000-8000-00000000a001"
 INTEGRATION_INACTIVE_ID = "1e2f3a4b-0000-4000-8000-00000000a002"
+
+
+def agent_refresh_token(state: FakeState, *, reused: bool = False) -> str:
+    """A refresh token of the agent's own login (what ``agentd login`` stores), valid a day.
+    ``reused``: several clients or processes will refresh with the one token, so the fake
+    must not rotate it."""
+    if reused:
+        state.rotate_refresh_tokens = False
+    client = state.clients[LOGIN_CLIENT_ID]
+    grant = TokenGrant(LOGIN_CLIENT_ID, AGENT_USER_ID, client.scopes, client.permissions, time.time() + 86400, "authorization_code")
+    return state.issue_refresh_token(grant)
 
 
 def iso(moment: datetime) -> str:

@@ -19,102 +19,50 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from agentd.testing.hostile_http import flood_unterminated
+from agentd.testing.hostile_http import HostileServer, client_reads_in_fresh_process, flood_unterminated
+from benchmarks._daemon import isolated_daemon, status_kb
 
 TARGET_MB = 150.0
 
-_CLIENT = """
-import asyncio, sys, time
-from agentd.errors import MalformedResponse
-from agentd_plugins.genesys.client import GenesysClient
-from agentd_plugins.genesys.settings import GenesysSettings
-from agentd_plugins.genesys.tokens import AccessToken, TokenManager
-
-async def main():
-    async def fixed():
-        return AccessToken("t", time.time() + 3600, "client_credentials")
-    settings = GenesysSettings(api_base_url=sys.argv[1], login_base_url=sys.argv[1], timeout_s=120, max_retries=0)
-    async with GenesysClient(settings, tokens=TokenManager(fixed)) as client:
-        started = time.monotonic()
-        try:
-            await client.get(sys.argv[2])
-            print("READ WHOLE", time.monotonic() - started)
-        except MalformedResponse as exc:
-            print(f"{time.monotonic() - started:.3f}", exc)
-
-asyncio.run(main())
-# this process's own peak: VmHWM (ru_maxrss would count the parent's pages from before exec)
-print("VmHWM", next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))
-"""
-
-
 def genesys_table(mb: int) -> bool:
-    from agentd.testing.hostile_http import HostileServer
-
     rows = []
     ok = True
     with HostileServer() as server:
         for path in (f"/huge?mb={mb}", f"/huge-declared?mb={mb}"):
-            done = subprocess.run([sys.executable, "-c", _CLIENT, server.url, path], capture_output=True, text=True, timeout=300)
-            lines = done.stdout.strip().splitlines()
-            peak = int(lines[-1].split()[1]) / 1024 if lines and lines[-1].startswith("VmHWM") else float("nan")
-            out = lines[-2] if len(lines) > 1 else ""
-            refused = "cap" in out and not out.startswith("READ")
-            took = out.split(" ", 1)[0] if refused else "-"
-            rows.append((path.split("?")[0], f"{mb} MB", f"{took} s", f"{peak:.0f} MB", "refused at the cap" if refused else out[:60]))
-            ok = ok and refused and peak < TARGET_MB
-    print(f"| Genesys answer | size | until refused | peak RSS of the client process | outcome |")
+            read = client_reads_in_fresh_process(server.url, path, timeout_s=120)
+            took = f"{read.seconds:.3f} s" if read.refused else "-"
+            outcome = "refused at the cap" if read.refused and "cap" in read.message else read.message[:60] or "read whole"
+            rows.append((path.split("?")[0], f"{mb} MB", took, f"{read.peak_mb:.0f} MB", outcome))
+            ok = ok and read.refused and read.peak_mb < TARGET_MB
+    print("| Genesys answer | size | until refused | peak RSS of the client process | outcome |")
     print("|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     return ok
 
 
-def _kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def daemon_table(clients: int, line_mb: float) -> bool:
     with tempfile.TemporaryDirectory(prefix="agentd-faults-") as tmp:
         root = Path(tmp)
-        config = root / "agentd.toml"
-        config.write_text('[genesys]\nregion = "agentd-bench.invalid"\n')
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTD_")}
-        env.update(AGENTD_CONFIG=str(config), AGENTD_STATE_DIR=str(root / "state"), AGENTD_RUNTIME_DIR=str(root / "run"),
-                   XDG_CONFIG_HOME=str(root / "xdg"), NOTIFY_SOCKET=str(root / "notify.sock"))
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(root / "notify.sock"))
-        notify.settimeout(60)
-        log = open(root / "daemon.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "agentd", "run"], env=env, stderr=log, stdout=subprocess.DEVNULL)
-        try:
-            while b"READY=1" not in notify.recv(4096):
-                pass
-            before = _kb(proc.pid, "VmRSS") / 1024
-            started = time.monotonic()
-            answered, reset = asyncio.run(flood_unterminated(str(root / "run" / "control.sock"), clients, int(line_mb * 2**20)))
-            took = time.monotonic() - started
-            peak = _kb(proc.pid, "VmHWM") / 1024
-            after = _kb(proc.pid, "VmRSS") / 1024
-            status = subprocess.run([sys.executable, "-m", "agentd", "status", "--json"], env=env, capture_output=True, text=True, timeout=60)
-            alive = status.returncode == 0 and json.loads(status.stdout).get("pid") == proc.pid
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=30)
-            notify.close()
-            log.close()
+        with open(root / "daemon.log", "wb") as log:
+            with isolated_daemon(root, '[genesys]\nregion = "agentd-bench.invalid"\n', ready_timeout_s=60, stderr=log) as daemon:
+                pid = daemon.proc.pid
+                before = status_kb(pid, "VmRSS") / 1024
+                started = time.monotonic()
+                answered, reset = asyncio.run(flood_unterminated(str(daemon.control_socket), clients, int(line_mb * 2**20)))
+                took = time.monotonic() - started
+                peak = status_kb(pid, "VmHWM") / 1024
+                after = status_kb(pid, "VmRSS") / 1024
+                status = subprocess.run([sys.executable, "-m", "agentd", "status", "--json"], env=daemon.env,
+                                        capture_output=True, text=True, timeout=60)
+                alive = status.returncode == 0 and json.loads(status.stdout).get("pid") == pid
+        code = daemon.exit_code
         traceback = "Traceback" in (root / "daemon.log").read_text(errors="replace")
     print(f"| daemon, {clients} clients x {line_mb:g} MiB unterminated | measured | target |")
     print("|---|---|---|")

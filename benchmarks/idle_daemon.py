@@ -15,25 +15,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._daemon import isolated_daemon, status_kb
+
 TARGET_RSS_MB = 60.0
 TARGET_CPU_PCT = 1.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -53,39 +45,23 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="agentd-idle-") as tmp:
         root = Path(tmp)
-        config = root / "agentd.toml"
-        config.write_text(f'[genesys]\nregion = "agentd-bench.invalid"\n[timeline]\ninterval_s = {args.interval}\n')
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTD_")}
-        env.update(AGENTD_CONFIG=str(config), AGENTD_STATE_DIR=str(root / "state"), AGENTD_RUNTIME_DIR=str(root / "run"),
-                   XDG_CONFIG_HOME=str(root / "xdg"), NOTIFY_SOCKET=str(root / "notify.sock"))
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(root / "notify.sock"))
-        notify.settimeout(10)
-        started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "agentd", "run"], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        try:
-            while b"READY=1" not in notify.recv(4096):
-                pass
-            ready_s = time.monotonic() - started
-            rss_ready = _status_kb(proc.pid, "VmRSS") / 1024
-            cpu_start, wall_start = _cpu_seconds(proc.pid), time.monotonic()
+        config = f'[genesys]\nregion = "agentd-bench.invalid"\n[timeline]\ninterval_s = {args.interval}\n'
+        with isolated_daemon(root, config, ready_timeout_s=10) as daemon:
+            pid = daemon.proc.pid
+            rss_ready = status_kb(pid, "VmRSS") / 1024
+            cpu_start, wall_start = _cpu_seconds(pid), time.monotonic()
             rss_seen = []
             while time.monotonic() - wall_start < args.duration:
                 time.sleep(min(1.0, args.duration))
-                rss_seen.append(_status_kb(proc.pid, "VmRSS") / 1024)
-            cpu_used = _cpu_seconds(proc.pid) - cpu_start
+                rss_seen.append(status_kb(pid, "VmRSS") / 1024)
+            cpu_used = _cpu_seconds(pid) - cpu_start
             wall = time.monotonic() - wall_start
-            peak = _status_kb(proc.pid, "VmHWM") / 1024
-            threads = _threads(proc.pid)
+            peak = status_kb(pid, "VmHWM") / 1024
+            threads = _threads(pid)
             db = sqlite3.connect(f"file:{root / 'state' / 'timeline.sqlite3'}?mode=ro", uri=True)
             samples = db.execute("SELECT count(*) FROM host_samples").fetchone()[0]
             db.close()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            stop_started = time.monotonic()
-            code = proc.wait(timeout=15)
-            stop_s = time.monotonic() - stop_started
-            notify.close()
+        ready_s, stop_s, code = daemon.ready_s, daemon.stop_s, daemon.exit_code
 
     cpu_pct = 100.0 * cpu_used / wall
     rss_end = rss_seen[-1] if rss_seen else rss_ready

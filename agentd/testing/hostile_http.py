@@ -8,7 +8,9 @@ with a JSON body), ``/moved`` (301, no body), ``/html`` (200, a login page),
 Everything else: 404. Runs in its own thread with its own event loop.
 
 :func:`flood_unterminated` is the same spirit on the daemon's control socket: many
-clients each sending megabytes with no newline.
+clients each sending megabytes with no newline. :func:`client_reads_in_fresh_process`
+lets the Genesys client read one path in a process of its own and reports that process's
+peak memory.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import threading
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 CHUNK = b"x" * 65536
@@ -181,3 +186,49 @@ async def flood_unterminated(path: str, clients: int, line_bytes: int) -> tuple[
 
     await asyncio.gather(*(one() for _ in range(clients)))
     return answered, reset
+
+
+_CLIENT_READS = """
+import asyncio, sys, time
+from agentd.errors import MalformedResponse
+from agentd_plugins.genesys.client import GenesysClient
+from agentd_plugins.genesys.settings import GenesysSettings
+from agentd_plugins.genesys.tokens import AccessToken, TokenManager
+
+async def main():
+    async def fixed():
+        return AccessToken("t", time.time() + 3600, "client_credentials")
+    settings = GenesysSettings(api_base_url=sys.argv[1], login_base_url=sys.argv[1], timeout_s=float(sys.argv[3]), max_retries=0)
+    async with GenesysClient(settings, tokens=TokenManager(fixed)) as client:
+        started = time.monotonic()
+        try:
+            await client.get(sys.argv[2])
+            print(f"{time.monotonic() - started:.3f} READ WHOLE")
+        except MalformedResponse as exc:
+            print(f"{time.monotonic() - started:.3f} REFUSED {exc}")
+
+asyncio.run(main())
+# this process's own peak: VmHWM (ru_maxrss would count the parent's pages from before exec)
+print("VmHWM", next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))
+"""
+
+
+@dataclass(frozen=True)
+class ClientRead:
+    """What the Genesys client made of one hostile answer, in a process of its own."""
+
+    refused: bool
+    seconds: float | None
+    message: str
+    peak_mb: float
+
+
+def client_reads_in_fresh_process(base_url: str, path: str, *, timeout_s: float = 60.0) -> ClientRead:
+    """GET ``path`` with the Genesys client in a fresh Python (so the peak is its own)."""
+    done = subprocess.run([sys.executable, "-c", _CLIENT_READS, base_url, path, str(timeout_s)],
+                          capture_output=True, text=True, timeout=timeout_s + 60)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or len(lines) < 2 or not lines[-1].startswith("VmHWM"):
+        raise RuntimeError(f"the client process failed (exit {done.returncode}): {done.stdout[-500:]}{done.stderr[-1500:]}")
+    seconds, outcome, message = (lines[-2].split(" ", 2) + ["", ""])[:3]
+    return ClientRead(outcome == "REFUSED", float(seconds), message, int(lines[-1].split()[1]) / 1024)

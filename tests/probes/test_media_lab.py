@@ -89,8 +89,17 @@ def test_sequential_test_stops_early_on_a_clean_path_and_goes_on_when_unsure(net
     # the threshold at the truth (1 - 0.9^2 = 19 %): neither side can be sure, so it probes to the cap
     agentd_env.write_config(media_config(lab_coturn, media="duration_s = 2.0\n") + "\n[thresholds]\nloss_pct = 19.0\n")
     netlab.set_loss(upstream_pct=10, downstream_pct=10, protocol="udp")
-    unsure, _ = media_check(run)
-    decision = unsure["details"]["loss_decision"]
-    assert unsure["details"]["transport"] == "udp" and decision["stopped"] in ("cap", "deadline"), decision
-    assert decision["threshold_pct"] == 19.0
-    assert unsure["details"]["legs_tried"] > clean["details"]["legs_tried"]
+    # A 95 % rule is wrong about 1 time in 20 when the truth sits on the threshold (one full
+    # run decided "below" at a bound of 18.67 %): up to three measurements, one must go on to
+    # the cap, and none may stop as early as the clean path did.
+    decisions = []
+    for _ in range(3):
+        unsure, _ = media_check(run)
+        decision = unsure["details"]["loss_decision"]
+        decisions.append(decision)
+        assert unsure["details"]["transport"] == "udp", unsure["details"]
+        assert decision["threshold_pct"] == 19.0
+        assert unsure["details"]["legs_tried"] > clean["details"]["legs_tried"], decisions
+        if decision["stopped"] in ("cap", "deadline"):
+            break
+    assert decisions[-1]["stopped"] in ("cap", "deadline"), decisions

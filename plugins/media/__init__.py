@@ -42,7 +42,7 @@ from agentd_plugins.ice.probes import Allocation, ServerProgress, open_allocatio
 from agentd_plugins.ice.selection import selection, with_fresh_credentials
 
 from . import relay_echo
-from .quality import e_model, interarrival_jitter, percentile
+from .quality import e_model, interarrival_jitter, percentile, udp_relay_race_lost
 from .relay_echo import EchoPlan, EchoRun
 
 if TYPE_CHECKING:
@@ -60,6 +60,8 @@ releasing the allocations (RELEASE_TIMEOUT_S)."""
 DEFAULT_LOSS_THRESHOLD_PCT = 1.0
 """``[thresholds] loss_pct``'s default, used when the rules plugin is not loaded."""
 SERIES_MAX_POINTS = 300
+RACE_NOTE_PCT = 5.0
+"""The summary names the chance of a TCP relay from this many percent (``details.relay_race`` has it whenever a TCP or TLS relay allocated)."""
 
 
 @dataclass(frozen=True)
@@ -286,7 +288,9 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
     if chosen is None:
         blocked = _blocked(rows, not_configured, udp_seen)
         return Outcome(blocked.status, blocked.summary + servers.suffix(tested), details=servers.annotate(dict(blocked.details), tested))
-    outcome = measured_outcome(chosen.run, chosen.call, rows, media, not_configured=not_configured, udp=udp_seen)
+    outcome = measured_outcome(
+        chosen.run, chosen.call, rows, media, not_configured=not_configured, udp=udp_seen, fallback=_fallback_ready(prechecks)
+    )
     summary = outcome.summary
     if servers.relay_only:
         summary += f"; relay-only, as the softphone runs ({servers.relay_only_why})"
@@ -397,6 +401,20 @@ def _target(endpoint, address: str | None, ice: IceSettings) -> "RelayTarget":
     )
 
 
+def _fallback_ready(prechecks: dict[str, asyncio.Future]) -> tuple[str, float] | None:
+    """The TCP or TLS relay that allocated fastest in the pre-checks: (transport, alloc_ms), or None."""
+    ready = []
+    for transport, task in prechecks.items():
+        if task.done() and not task.cancelled() and task.exception() is None:
+            allocation: Allocation = task.result()
+            if allocation.ok and allocation.alloc_ms is not None:
+                ready.append((allocation.alloc_ms, transport))
+    if not ready:
+        return None
+    alloc_ms, transport = min(ready)
+    return transport, alloc_ms
+
+
 def _udp_seen(udp: _Attempt) -> dict[str, Any]:
     """What UDP showed before media fell back: the allocation's outcome and any packets."""
     seen = {k: udp.row.get(k) for k in ("ok", "reason", "error", "alloc_ms", "setup_ms") if udp.row.get(k) is not None or k == "ok"}
@@ -433,8 +451,12 @@ def measured_outcome(
     *,
     not_configured: list[str] = (),
     udp: dict[str, Any] | None = None,
+    fallback: tuple[str, float] | None = None,
 ) -> Outcome:
-    """Metrics, details and status from one transport's packet run and call (pure: no I/O)."""
+    """Metrics, details and status from one transport's packet run and call (pure: no I/O).
+
+    ``fallback``: the TCP/TLS relay that also allocated, and in how many ms (for
+    :func:`relay_race`)."""
     records = run.records
     decision = run.decision
     loss = decision.lost / decision.tried if decision.tried else 0.0
@@ -499,6 +521,9 @@ def measured_outcome(
     }
     if udp is not None:
         details["udp"] = udp
+    race = relay_race(loss, decision.interval, rtt_median, fallback) if run.transport == "udp" else None
+    if race is not None:
+        details["relay_race"] = race
     if run.stopped in ("closed", "deadline"):
         details["ended_early"] = run.stopped
     side = {"below": f"below {decision.threshold * 100:g}%", "above": f"above {decision.threshold * 100:g}%"}.get(decision.side)
@@ -509,6 +534,12 @@ def measured_outcome(
     summary = f"media over {run.transport.upper()}: rtt {_short(rtt_median)} ms, jitter {jitter:.1f} ms, {loss_text}, MOS {quality.mos:.2f}"
     if udp is not None:
         summary = f"UDP relay failed ({_udp_reason(udp)}); " + summary
+    if race is not None and race["tcp_chance_pct"] >= RACE_NOTE_PCT:
+        low_pct, high_pct = race["tcp_chance_ci95_pct"]
+        summary += (
+            f"; a relayed softphone call would go over {race['fallback'].upper()} in ~{race['tcp_chance_pct']:.0f}% of calls "
+            f"(95% CI {low_pct:.0f}-{high_pct:.0f}%: a lost UDP allocation request loses the race to {race['fallback'].upper()})"
+        )
     call_failed = call is None or not call.connected
     if call_failed:
         summary += "; the call did not connect" + (f" ({call.reason}: {call.error})" if call is not None and call.error else " in time")
@@ -517,6 +548,31 @@ def measured_outcome(
     if run.transport != "udp" or quality.mos < media.warn_mos or call_failed or run.stopped in ("closed", "deadline"):
         return Outcome.warned(summary, metrics=metrics, details=details)
     return Outcome.passed(summary, metrics=metrics, details=details)
+
+
+def relay_race(loss: float, interval: tuple[float, float], rtt_ms: float, fallback: tuple[str, float] | None) -> dict[str, Any] | None:
+    """How often a softphone relaying its media would end on the TCP/TLS relay instead of
+    the UDP one measured here (:func:`.quality.udp_relay_race_lost`), with the interval
+    that the loss interval gives. None when no TCP/TLS relay allocated (nothing to race)."""
+    if fallback is None:
+        return None
+    transport, alloc_ms = fallback
+    # the TCP path is connected once allocated and a check has crossed the relay and back
+    ready_ms = alloc_ms + 2.0 * rtt_ms
+
+    def chance(value: float) -> float:
+        return udp_relay_race_lost(min(1.0, max(0.0, value)), udp_rtt_ms=rtt_ms, tcp_ready_ms=ready_ms)
+
+    low, high = interval
+    return {
+        "tcp_chance_pct": round(chance(loss) * 100.0, 1),
+        "tcp_chance_ci95_pct": [round(chance(low) * 100.0, 1), round(chance(high) * 100.0, 1)],
+        "fallback": transport,
+        "fallback_ready_ms": round(ready_ms, 1),
+        "note": "the share of relayed softphone calls (Force TURN, or no direct path to the media edge) that would end on "
+        f"the {transport.upper()} relay: libwebrtc keeps the first relay path that connects and discards a UDP relay "
+        "allocated after it; a lost allocation request is retransmitted only after 250 ms",
+    }
 
 
 def _udp_reason(udp: dict[str, Any]) -> str:

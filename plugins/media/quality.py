@@ -143,3 +143,54 @@ def decide_loss(lost: int, tried: int, *, threshold: float, precision: float, mi
     width = 2 * Z_TWO_SIDED_95 * math.sqrt(worst * (1 - worst) / tried) if tried else 1.0
     precise = tried >= min_tried and width <= 2 * precision
     return LossDecision(lost=lost, tried=tried, threshold=threshold, side=side, precise=precise, interval=interval, bound=bound)
+
+
+# -- the browser's choice between a UDP and a TCP relay ---------------------------------------------
+
+LIBWEBRTC_STUN_RTO_MS = 250.0
+"""libwebrtc's first STUN retransmission timeout (``STUN_INITIAL_RTO``); it doubles per send."""
+LIBWEBRTC_STUN_MAX_RTO_MS = 8000.0
+LIBWEBRTC_STUN_SENDS = 9
+"""Sends per STUN transaction in libwebrtc (one plus ``STUN_MAX_RETRANSMISSIONS`` = 8)."""
+ALLOCATE_TRANSACTIONS = 2
+"""A browser's TURN allocation: an Allocate without credentials (answered 401 with the
+nonce), then the authenticated Allocate."""
+
+
+def send_offsets_ms(sends: int = LIBWEBRTC_STUN_SENDS) -> list[float]:
+    """When each send of one libwebrtc STUN transaction leaves, from the first (ms)."""
+    offsets, at, rto = [], 0.0, LIBWEBRTC_STUN_RTO_MS
+    for _ in range(sends):
+        offsets.append(at)
+        at += rto
+        rto = min(rto * 2.0, LIBWEBRTC_STUN_MAX_RTO_MS)
+    return offsets
+
+
+def udp_relay_race_lost(loss: float, *, udp_rtt_ms: float, tcp_ready_ms: float) -> float:
+    """The chance that a libwebrtc client (Chrome, Edge, other Chromium-based clients) offered a UDP
+    and a TCP (or TLS) TURN server ends a relayed call on the TCP one.
+
+    libwebrtc stops gathering once the first candidate pair is strongly connected, and a
+    UDP relay candidate that arrives after that is discarded ("port is already done
+    gathering"). Both allocations start together. Over TCP nothing is lost, so that path
+    connects after ``tcp_ready_ms``; the UDP allocation takes ``ALLOCATE_TRANSACTIONS``
+    STUN transactions, each done ``udp_rtt_ms`` after its first send that is not lost
+    (a send and its answer cross the agent's network once each way: ``loss`` is that
+    round trip's loss, ``loss_pct`` / 100). A lost send waits for a retransmission (250 ms,
+    then 500, 1000, ...). When the TCP path connects within 250 ms, which it does on any
+    line fit for calls, this is the chance that any of the four packets was lost:
+    1 - (1 - loss)^2.
+    """
+    if not 0.0 <= loss <= 1.0:
+        raise ValueError(f"loss must be within 0..1, not {loss}")
+    delivered = 1.0 - loss
+    offsets = send_offsets_ms()
+    # the chance that a transaction's first successful send is send k (k = 0: no loss)
+    first_success = [delivered * loss**k for k in range(len(offsets))]
+    won = 0.0
+    for k1, p1 in enumerate(first_success):
+        for k2, p2 in enumerate(first_success):
+            if offsets[k1] + offsets[k2] + ALLOCATE_TRANSACTIONS * udp_rtt_ms <= tcp_ready_ms:
+                won += p1 * p2
+    return min(1.0, max(0.0, 1.0 - won))

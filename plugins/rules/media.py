@@ -42,6 +42,9 @@ TURN_CHECKS = ("turn.udp", "turn.tcp", "turn.tls")
 BLOCKED_REASONS = frozenset({"timeout", "refused", "unreachable"})
 CREDENTIAL_REASONS = frozenset({"auth", "forbidden"})
 TCP_TRANSPORTS = frozenset({"tcp", "tls", "ssltcp"})
+RACE_NOTE_PCT = 5.0
+"""From this chance (media.path's ``details.relay_race``) the loss verdict says a relayed
+softphone call would often end on the TCP relay (media.path's summary uses the same line)."""
 MEDIA_PORTS = "UDP 3478 and 16384-65535"
 
 
@@ -369,6 +372,15 @@ def packet_loss(findings: Findings, limits: Thresholds) -> Verdict | None:
             delay = f" while its RTT is a normal {rtt:.0f} ms" if rtt is not None else ""
             low = f" (MOS {mos:.2f})" if mos is not None and mos < limits.mos else ""
             parts.append(f"this PC's path to the media edge {' with '.join(figures)}{delay}{low}")
+            race = media.details.get("relay_race") if isinstance(media.details.get("relay_race"), Mapping) else {}
+            chance = number(race.get("tcp_chance_pct"))
+            if chance is not None and chance >= RACE_NOTE_PCT:
+                # libwebrtc keeps the first relay that connects: a lost UDP Allocate loses to TCP
+                fallback = str(race.get("fallback") or "tcp").upper()
+                parts.append(
+                    f"a softphone relaying its media would end about {chance:.0f}% of calls on the {fallback} relay instead "
+                    "(its UDP allocation loses the race when a request is lost), where the loss turns into delay"
+                )
         udp = udp_before_fallback(media)
         if transport in TCP_TRANSPORTS and udp is not None and limits.loss_pct < udp["loss_pct"] < 100.0:
             # it fell back because UDP lost too much, not because UDP is shut

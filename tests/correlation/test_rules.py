@@ -165,6 +165,19 @@ def test_packet_loss_on_a_lossy_line_with_low_rtt(correlate):
     assert v.thresholds["loss_pct"] == 1.0 and v.thresholds["rtt_ms"] == 150.0
 
 
+def test_packet_loss_says_how_often_a_relayed_softphone_call_would_end_on_tcp(correlate):
+    checks = lossy_checks()
+    race = {"tcp_chance_pct": 34.4, "tcp_chance_ci95_pct": [30.1, 38.9], "fallback": "tcp", "fallback_ready_ms": 40.0}
+    checks["media.path"] = patched(checks["media.path"], relay_race=race)
+    [v] = correlate(report(checks))
+    assert v.code == "network.packet_loss"
+    assert "would end about 34% of calls on the TCP relay" in v.summary
+    # a chance under 5 % is not worth a sentence
+    checks["media.path"] = patched(checks["media.path"], relay_race={**race, "tcp_chance_pct": 3.9})
+    [v] = correlate(report(checks))
+    assert "relay instead" not in v.summary
+
+
 def test_packet_loss_names_wifi_when_the_default_route_is_wireless(correlate):
     [v] = correlate(report(lossy_checks(interface="wlp2s0", interface_is_wifi=True, wifi_signal_dbm=-78.0)))
     assert v.code == "network.packet_loss"

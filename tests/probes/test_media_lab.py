@@ -74,6 +74,12 @@ def test_ten_percent_udp_loss_each_way_is_measured_over_udp_with_its_interval(ne
     assert details["loss_decision"]["side"] == "above" and details["loss_decision"]["threshold_pct"] == 1.0
     # the raw echo crosses four times: 1 - 0.9^4 = 34 %
     assert 24.0 <= details["raw_loss_pct"] <= 45.0
+    # a browser offered the lossless TCP relay too would keep TCP whenever one of its UDP
+    # allocation's four packets is lost: 1 - 0.81^2 = 34 % (benchmarks/chromium.py measures it)
+    race = details["relay_race"]
+    assert race["fallback"] in ("tcp", "tls") and race["fallback_ready_ms"] < 250.0
+    assert 20.0 <= race["tcp_chance_pct"] <= 50.0 and race["tcp_chance_ci95_pct"][0] < race["tcp_chance_pct"] < race["tcp_chance_ci95_pct"][1]
+    assert f"would go over {race['fallback'].upper()} in ~" in row["summary"]
     assert metrics["mos"] < 3.5 and row["status"] == "fail"  # 19 % loss is not a usable call
     assert proc.returncode == 1
 

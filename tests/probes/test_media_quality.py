@@ -9,7 +9,7 @@ import pytest
 from agentd.model import Status
 from agentd_plugins.media import MediaSettings, max_burst, measured_outcome, stream_jitter, thin_series
 from agentd_plugins.media.engine import AudioFlow, CallResult
-from agentd_plugins.media.quality import decide_loss, e_model, interarrival_jitter, percentile, wilson_interval
+from agentd_plugins.media.quality import decide_loss, e_model, interarrival_jitter, percentile, send_offsets_ms, udp_relay_race_lost, wilson_interval
 from agentd_plugins.media.relay_echo import EchoRecord, EchoRun
 
 
@@ -196,3 +196,48 @@ def test_legs_read_while_the_process_was_held_up_leave_delay_but_not_loss():
     busy = [EchoRecord(0, i, i * 0.02, None, None) if i % 2 else EchoRecord(0, i, i * 0.02, 30.0, 30.0, stalled=True) for i in range(50)]
     run = EchoRun("udp", "x", 1, tuple(busy), decide_loss(25, 75, threshold=0.01, precision=0.025), "cap", 10.0, 1000.0)
     assert measured_outcome(run, _call(), attempts, MediaSettings()).metrics["rtt_ms"] == 30.0
+
+
+def test_libwebrtc_stun_retransmissions_leave_at_250_ms_doubling_to_8_s():
+    # STUN_INITIAL_RTO 250 ms, doubled per send, capped at STUN_MAX_RTO 8 s; 9 sends in all
+    assert send_offsets_ms() == [0, 250, 750, 1750, 3750, 7750, 15750, 23750, 31750]
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.01, 0.0975, 0.19, 0.36])
+def test_udp_relay_loses_the_race_when_any_allocation_packet_is_lost_and_tcp_is_fast(loss):
+    # TCP connected after 60 ms (< 250 ms): the UDP allocation wins only with its four
+    # packets (two requests, two answers; each transaction's round trip loses `loss`) all through
+    lost = udp_relay_race_lost(loss, udp_rtt_ms=2.0, tcp_ready_ms=60.0)
+    assert lost == pytest.approx(1 - (1 - loss) ** 2, abs=1e-9)
+
+
+def test_a_slow_tcp_path_leaves_time_for_one_udp_retransmission():
+    # TCP ready after 400 ms: one retransmission (250 ms) in either transaction still wins;
+    # losing means two lost sends in one transaction, or one lost in each (250 + 250 > 400 - 4)
+    loss = 0.19
+    q = 1 - loss
+    won = q * q * (1 + 2 * loss)  # no retransmission, or one in exactly one of the two transactions
+    assert udp_relay_race_lost(loss, udp_rtt_ms=2.0, tcp_ready_ms=400.0) == pytest.approx(1 - won, abs=1e-9)
+    # a UDP path slower than the TCP one loses even without loss
+    assert udp_relay_race_lost(0.0, udp_rtt_ms=50.0, tcp_ready_ms=60.0) == 1.0
+    with pytest.raises(ValueError, match="loss must be within 0..1"):
+        udp_relay_race_lost(1.5, udp_rtt_ms=1.0, tcp_ready_ms=1.0)
+
+
+def test_measured_udp_names_the_chance_a_relayed_softphone_call_goes_over_tcp():
+    attempts = [{"transport": "udp", "server": "turn:relay.example:3478", "ok": True}]
+    run = _run(600, lost_every=5, leg_ms=2.0)  # 11.1 % of legs lost
+    outcome = measured_outcome(run, _call(), attempts, MediaSettings(), fallback=("tcp", 30.0))
+    race = outcome.details["relay_race"]
+    loss = outcome.metrics["loss_pct"] / 100
+    assert race["fallback"] == "tcp" and race["fallback_ready_ms"] == 34.0  # allocated in 30 ms, a check through the relay and back
+    assert race["tcp_chance_pct"] == pytest.approx(100 * (1 - (1 - loss) ** 2), abs=0.1)
+    low, high = outcome.details["loss_ci95_pct"]
+    assert race["tcp_chance_ci95_pct"] == [pytest.approx(100 * (1 - (1 - low / 100) ** 2), abs=0.1), pytest.approx(100 * (1 - (1 - high / 100) ** 2), abs=0.1)]
+    assert f"would go over TCP in ~{race['tcp_chance_pct']:.0f}% of calls" in outcome.summary
+    # a clean line: the chance is 0 and the summary does not mention it; no TCP relay: nothing to race
+    clean = measured_outcome(_run(300, leg_ms=2.0), _call(), attempts, MediaSettings(), fallback=("tcp", 30.0))
+    assert clean.details["relay_race"]["tcp_chance_pct"] == 0.0 and "would go over" not in clean.summary
+    assert "relay_race" not in measured_outcome(run, _call(), attempts, MediaSettings()).details
+    # measured over TCP already: no race to report
+    assert "relay_race" not in measured_outcome(_run(300, transport="tcp"), _call("tcp"), attempts, MediaSettings(), fallback=("tcp", 30.0)).details

@@ -216,6 +216,8 @@ def _progress(name: str, i: int, run: Run) -> None:
         f"CI {run.interval}, legs {run.detail('legs_tried')}, {(run.detail('loss_decision') or {}).get('stopped')}, "
         f"call {(run.detail('call') or {}).get('connected')}, media {(run.media or {}).get('duration_ms')} ms, "
         f"rcvbuf drops {run.rcvbuf_drops}, stalled {run.detail('stalled_probes')}, "
+        f"relayed call on TCP {(run.detail('relay_race') or {}).get('tcp_chance_pct')}% "
+        f"(TCP ready {(run.detail('relay_race') or {}).get('fallback_ready_ms')} ms), "
         f"verdicts {','.join(run.verdicts) or '-'}"
         + ("" if run.transport == "udp" else f"; media.path {(run.media or {}).get('status')}: {(run.media or {}).get('summary')}"),
         file=sys.stderr,
@@ -252,8 +254,8 @@ def scenario_table(others: dict[str, list[Run]]) -> str:
 
 def table(results: dict[float, list[Run]]) -> str:
     out = [
-        "| p each way | truth 1-(1-p)^2 | runs | on UDP | loss_pct median (min-max) | within 3 pts | CI covers truth | legs median (min-max) | stopped | MOS median | `agentd check` wall median (min-max) | its CPU median (min-max) | load average median (min-max) | socket-buffer drops (runs) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| p each way | truth 1-(1-p)^2 | runs | on UDP | loss_pct median (min-max) | within 3 pts | CI covers truth | legs median (min-max) | stopped | MOS median | `agentd check` wall median (min-max) | its CPU median (min-max) | load average median (min-max) | socket-buffer drops (runs) | relayed call on TCP, % median (min-max); TCP ready ms max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for pct, runs in results.items():
         truth = 100 * (1 - (1 - pct / 100) ** 2)
@@ -270,11 +272,15 @@ def table(results: dict[float, list[Run]]) -> str:
         walls = [r.wall_s for r in runs]
         loss_text = f"{statistics.median(losses):.2f} ({min(losses):.2f}-{max(losses):.2f})" if losses else "-"
         legs_text = f"{statistics.median(legs):.0f} ({min(legs)}-{max(legs)})" if legs else "-"
+        races = [r.detail("relay_race") for r in runs if r.detail("relay_race")]
+        race_text = (
+            f"{_spread([x['tcp_chance_pct'] for x in races])}; {max(x['fallback_ready_ms'] for x in races):.0f}" if races else "-"
+        )
         out.append(
             f"| {pct:g}% | {truth:.2f} | {len(runs)} | {on_udp} | {loss_text} | {within} | {covers} | {legs_text} | "
             f"{', '.join(f'{k} {v}' for k, v in sorted(stops.items()))} | {round(statistics.median(mos), 2) if mos else '-'} | "
             f"{_spread(walls)} s | {_spread([r.cpu_s for r in runs])} s | {_spread([r.load for r in runs])} | "
-            f"{sum(r.rcvbuf_drops for r in runs)} ({sum(1 for r in runs if r.rcvbuf_drops)}) |"
+            f"{sum(r.rcvbuf_drops for r in runs)} ({sum(1 for r in runs if r.rcvbuf_drops)}) | {race_text} |"
         )
     return "\n".join(out)
 

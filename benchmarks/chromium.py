@@ -46,7 +46,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [

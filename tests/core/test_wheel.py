@@ -87,6 +87,9 @@ def test_the_wheel_holds_the_core_and_the_builtin_plugins(fresh_venv):
     assert "agentd/cli.py" in names
     assert "agentd_plugins/dns/__init__.py" in names
     assert not any(n.startswith("plugins/") for n in names), "plugins must install as agentd_plugins"
+    # the hub's page and its migrations are data files in folders without __init__.py
+    assert {"agentd/hub/templates/fleet.html", "agentd/hub/templates/hub.js", "agentd/hub/migrations/script.py.mako"} <= set(names)
+    assert not any("__pycache__" in n for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[agentd]" in text and "dns = agentd_plugins.dns" in text

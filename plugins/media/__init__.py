@@ -531,7 +531,9 @@ def measured_outcome(
     loss_text = f"loss {loss * 100:.1f}% (95% CI {low * 100:.1f}-{high * 100:.1f}%, {decision.tried} packets{sureness})"
     if run.transport != "udp":
         loss_text = f"loss {loss * 100:.1f}% over {run.transport.upper()} (retransmitted: losses show as delay)"
-    summary = f"media over {run.transport.upper()}: rtt {_short(rtt_median)} ms, jitter {jitter:.1f} ms, {loss_text}, MOS {quality.mos:.2f}"
+    below_fail = quality.mos < media.fail_mos
+    mos_text = f"MOS {quality.mos:.2f}" + (f" (below {media.fail_mos:g})" if below_fail else "")
+    summary = f"media over {run.transport.upper()}: rtt {_short(rtt_median)} ms, jitter {jitter:.1f} ms, {loss_text}, {mos_text}"
     if udp is not None:
         summary = f"UDP relay failed ({_udp_reason(udp)}); " + summary
     if race is not None and race["tcp_chance_pct"] >= RACE_NOTE_PCT:
@@ -543,8 +545,8 @@ def measured_outcome(
     call_failed = call is None or not call.connected
     if call_failed:
         summary += "; the call did not connect" + (f" ({call.reason}: {call.error})" if call is not None and call.error else " in time")
-    if quality.mos < media.fail_mos:
-        return Outcome.failed(f"{summary} (MOS below {media.fail_mos:g})", metrics=metrics, details=details)
+    if below_fail:
+        return Outcome.failed(summary, metrics=metrics, details=details)
     if run.transport != "udp" or quality.mos < media.warn_mos or call_failed or run.stopped in ("closed", "deadline"):
         return Outcome.warned(summary, metrics=metrics, details=details)
     return Outcome.passed(summary, metrics=metrics, details=details)

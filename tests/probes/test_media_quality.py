@@ -235,6 +235,9 @@ def test_measured_udp_names_the_chance_a_relayed_softphone_call_goes_over_tcp():
     low, high = outcome.details["loss_ci95_pct"]
     assert race["tcp_chance_ci95_pct"] == [pytest.approx(100 * (1 - (1 - low / 100) ** 2), abs=0.1), pytest.approx(100 * (1 - (1 - high / 100) ** 2), abs=0.1)]
     assert f"would go over TCP in ~{race['tcp_chance_pct']:.0f}% of calls" in outcome.summary
+    # a failing MOS is named beside the MOS, not after the race's sentence
+    heavy = measured_outcome(_run(600, lost_every=3, leg_ms=2.0), _call(), attempts, MediaSettings(), fallback=("tcp", 30.0))
+    assert heavy.status is Status.FAIL and f"MOS {heavy.metrics['mos']:.2f} (below 3.5); a relayed softphone call" in heavy.summary
     # a clean line: the chance is 0 and the summary does not mention it; no TCP relay: nothing to race
     clean = measured_outcome(_run(300, leg_ms=2.0), _call(), attempts, MediaSettings(), fallback=("tcp", 30.0))
     assert clean.details["relay_race"]["tcp_chance_pct"] == 0.0 and "would go over" not in clean.summary

@@ -47,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._figures import median_range
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -404,7 +406,7 @@ def race_table(results: dict) -> list[str]:
         lines.append(
             f"| {path} | {on_tcp}/{peers} = {100 * on_tcp / peers:.0f}% ({100 * low:.0f}-{100 * high:.0f}%) "
             f"| {sum(1 for p in retried if p['fate'] == 'discarded')}/{len(retried)} | {sum(1 for p in first_try if p['fate'] == 'discarded')}/{len(first_try)} "
-            f"| {spread(chances)} | {inside} |"
+            f"| {median_range(chances)} | {inside} |"
         )
     return lines
 
@@ -414,13 +416,6 @@ def _relay_protocol(pair: dict | None) -> str | None:
     if not pair:
         return None
     return pair.get("relayProtocol") if pair.get("candidateType") == "relay" else pair.get("protocol")
-
-
-def spread(values: list[float]) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def transports(rows: list[dict]) -> str:
@@ -488,8 +483,8 @@ def main(argv: list[str]) -> int:
         p = LOSS_EACH_WAY[path]
         truth = f"{(1 - (1 - p) ** 2) * 100:.1f}"
         for tool, rows in tools.items():
-            print(f"| {path} | {tool} | {transports(rows)} | {spread([r.get('loss_pct') for r in rows])} | "
-                  f"{spread([r.get('raw_loss_pct') for r in rows])} | {spread([r.get('probes') for r in rows])} | {truth} |")
+            print(f"| {path} | {tool} | {transports(rows)} | {median_range(r.get('loss_pct') for r in rows)} | "
+                  f"{median_range(r.get('raw_loss_pct') for r in rows)} | {median_range(r.get('probes') for r in rows)} | {truth} |")
     print()
     print("| path | same transport (runs) | median loss gap, points (Chromium runs on agentd's transport) | runs of agentd within 5 points of that median |")
     print("|---|---|---|---|")

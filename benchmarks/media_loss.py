@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from benchmarks._figures import load_average, median_range
 from benchmarks.preshift import OFFLINE_GENESYS, agentd_env
 
 
@@ -89,14 +91,9 @@ def _rcvbuf_errors(lab) -> int:
     return int(lines[1][lines[0].index("RcvbufErrors")])
 
 
-def _load() -> float:
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
-
-
 def one_run(lab, env: dict[str, str], cutoff_s: float) -> Run:
     before = _rcvbuf_errors(lab)
-    load = _load()
+    load = os.getloadavg()[0]
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     # `ip netns exec` execs the command: the child's CPU is agentd's
@@ -225,10 +222,6 @@ def _progress(name: str, i: int, run: Run) -> None:
     )
 
 
-def _spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})" if values else "-"
-
-
 def scenario_table(others: dict[str, list[Run]]) -> str:
     out = [
         "| path | runs | media.path: status, transport | `agentd check` wall median (min-max) | media.path duration median (min-max) | verdicts (runs) |",
@@ -246,7 +239,7 @@ def scenario_table(others: dict[str, list[Run]]) -> str:
         media = [(r.media or {}).get("duration_ms", 0) / 1000 for r in runs]
         out.append(
             f"| {SCENARIOS[name]} | {len(runs)} | {', '.join(f'{k} ({v})' for k, v in states.items())} | "
-            f"{_spread(walls)} s | {_spread(media)} s | "
+            f"{median_range(walls, 2)} s | {median_range(media, 2)} s | "
             f"{', '.join(f'`{k}` ({v})' for k, v in sorted(verdicts.items()))} |"
         )
     return "\n".join(out)
@@ -270,16 +263,14 @@ def table(results: dict[float, list[Run]]) -> str:
             stops[key] = stops.get(key, 0) + 1
         mos = [r.media["metrics"]["mos"] for r in runs if r.media and "mos" in r.media.get("metrics", {})]
         walls = [r.wall_s for r in runs]
-        loss_text = f"{statistics.median(losses):.2f} ({min(losses):.2f}-{max(losses):.2f})" if losses else "-"
-        legs_text = f"{statistics.median(legs):.0f} ({min(legs)}-{max(legs)})" if legs else "-"
         races = [r.detail("relay_race") for r in runs if r.detail("relay_race")]
         race_text = (
-            f"{_spread([x['tcp_chance_pct'] for x in races])}; {max(x['fallback_ready_ms'] for x in races):.0f}" if races else "-"
+            f"{median_range([x['tcp_chance_pct'] for x in races], 2)}; {max(x['fallback_ready_ms'] for x in races):.0f}" if races else "-"
         )
         out.append(
-            f"| {pct:g}% | {truth:.2f} | {len(runs)} | {on_udp} | {loss_text} | {within} | {covers} | {legs_text} | "
+            f"| {pct:g}% | {truth:.2f} | {len(runs)} | {on_udp} | {median_range(losses, 2)} | {within} | {covers} | {median_range(legs, 0)} | "
             f"{', '.join(f'{k} {v}' for k, v in sorted(stops.items()))} | {round(statistics.median(mos), 2) if mos else '-'} | "
-            f"{_spread(walls)} s | {_spread([r.cpu_s for r in runs])} s | {_spread([r.load for r in runs])} | "
+            f"{median_range(walls, 2)} s | {median_range([r.cpu_s for r in runs], 2)} s | {median_range([r.load for r in runs], 2)} | "
             f"{sum(r.rcvbuf_drops for r in runs)} ({sum(1 for r in runs if r.rcvbuf_drops)}) | {race_text} |"
         )
     return "\n".join(out)
@@ -341,15 +332,13 @@ def main() -> None:
         sys.exit(1)
     levels = [float(x) for x in args.levels.split(",") if x]
     started = time.monotonic()
-    with open("/proc/loadavg") as f:
-        load_before = f.read().split()[:3]
+    load_before = load_average()
     scenarios = [x for x in args.scenarios.split(",") if x]
     unknown = [x for x in scenarios if x not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     results, others = run_levels(levels, args.runs, args.cutoff, progress=not args.quiet, scenarios=scenarios, scenario_runs=args.scenario_runs)
-    with open("/proc/loadavg") as f:
-        load_after = f.read().split()[:3]
+    load_after = load_average()
     if results:
         print(f"### media.path in full pre-shift runs, random UDP loss p each way ({args.runs} runs per level)\n")
         print(table(results))
@@ -361,7 +350,7 @@ def main() -> None:
         print()
     counts = numgen_counts()
     print(f"- `numgen random mod 100 < 10`, 5 fresh rules, 2000 datagrams each: {counts} dropped (binomial: 200 +- 13)")
-    print(f"\n({time.monotonic() - started:.0f} s; load average before {' '.join(load_before)}, after {' '.join(load_after)})")
+    print(f"\n({time.monotonic() - started:.0f} s; load average before {load_before}, after {load_after})")
 
 
 if __name__ == "__main__":

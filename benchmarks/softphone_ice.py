@@ -36,8 +36,9 @@ import time
 from pathlib import Path
 
 from agentd.testing.coturn import Coturn
-from agentd.testing.fake_genesys import AGENT_USER_ID, LOGIN_CLIENT_ID, FakeGenesys, TokenGrant, default_scenario
+from agentd.testing.fake_genesys import AGENT_USER_ID, LOGIN_CLIENT_ID, FakeGenesys, agent_refresh_token, default_scenario
 from agentd.testing.fake_genesys.streaming import streaming_hub
+from benchmarks._figures import load_average
 
 SECRET = "bench-turn-rest-secret"
 
@@ -51,10 +52,6 @@ def spread(values: list[float], *, seconds: bool = True) -> str:
     """median / min / max, in ms (``values`` in seconds, or in ms with ``seconds=False``)."""
     scale = 1.0 if seconds else 0.001
     return " / ".join(_ms(v * scale) for v in (statistics.median(values), min(values), max(values))) + " ms"
-
-
-def load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def fresh_check(config: Path, env: dict[str, str]) -> dict:
@@ -76,17 +73,14 @@ async def main(runs: int, process_runs: int) -> None:
     from agentd_plugins.genesys.softphone import cache_path, softphone_offer
     from agentd_plugins.genesys.tokens import StoredLogin, TokenStore
 
-    load_before = load()
+    load_before = load_average()
     rows: list[tuple[str, str, str]] = []
     with Coturn.start(folder / "turn", listen_ip="127.0.0.1", second_ip="127.0.0.2", auth_secret=SECRET) as turn:
         async with FakeGenesys(default_scenario()) as fake:
             streaming_hub(fake).use_coturn(turn)
             for station in fake.state.stations.values():
                 station["webRtcForceTurn"] = False  # the scenario's station forces TURN; measure the stun check too
-            fake.state.rotate_refresh_tokens = False  # every run (and process) uses the one stored login
-            login = fake.state.clients[LOGIN_CLIENT_ID]
-            grant = TokenGrant(LOGIN_CLIENT_ID, AGENT_USER_ID, login.scopes, login.permissions, time.time() + 86400, "authorization_code")
-            refresh = fake.state.issue_refresh_token(grant)
+            refresh = agent_refresh_token(fake.state, reused=True)  # every run (and process) uses the one stored login
             TokenStore().save(StoredLogin(refresh_token=refresh, client_id=LOGIN_CLIENT_ID, login_base=fake.url, user_id=AGENT_USER_ID))
             config = folder / "agentd.toml"
             config.write_text(
@@ -153,7 +147,7 @@ async def main(runs: int, process_runs: int) -> None:
             rows.append(("  its `stun` row, cached list (binding only)", spread(stun_warm, seconds=False), ""))
             hub = streaming_hub(fake)
             rows.append(("streaming channels left open after all runs", f"{len(hub.open_sockets())} of {hub.connections}", "0"))
-    print(f"load average (1, 5, 15 min) before: {load_before}; after: {load()}; {os.cpu_count()} CPUs\n")
+    print(f"load average (1, 5, 15 min) before: {load_before}; after: {load_average()}; {os.cpu_count()} CPUs\n")
     print("| measurement | median / min / max | target |\n|---|---|---|")
     for name, value, target in rows:
         print(f"| {name} | {value} | {target} |")

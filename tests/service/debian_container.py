@@ -97,6 +97,10 @@ def debian_root(packages: Sequence[str] = PACKAGES) -> Path:
     return target
 
 
+NSPAWN_RUNTIME_TAG = "agentd-tests"
+"""The source name of our tmpfs on /run/systemd/nspawn (how _release_nspawn_runtime knows it is ours)."""
+
+
 def _ensure_nspawn_runtime() -> None:
     """systemd-nspawn keeps state in /run/systemd/nspawn; on a host whose PID 1 is not
     systemd that folder may be missing or read-only: give it a tmpfs of its own."""
@@ -119,9 +123,6 @@ def _release_nspawn_runtime() -> None:
     if any(_comm(int(entry.name)) == "systemd-nspawn" for entry in Path("/proc").iterdir() if entry.name.isdigit()):
         return
     subprocess.run(["umount", str(folder)], capture_output=True, timeout=30)
-
-
-NSPAWN_RUNTIME_TAG = "agentd-tests"
 
 
 def _is_mountpoint(path: Path) -> bool:

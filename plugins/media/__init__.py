@@ -17,7 +17,9 @@ configured ``turn:``/``turns:`` url of ``[[ice.servers]]``:
 
 A transport is left for the next only when it cannot carry packets: no allocation, or
 nothing at all crossed the relay. A UDP path that loses 40 % is measured over UDP (as
-ICE would choose it). A fallback report keeps what UDP showed in ``details.udp``.
+ICE would choose it). A fallback report keeps what UDP showed in ``details.udp``. Over
+UDP, ``details.relay_race`` says how often a relayed softphone call would end on the TCP
+relay instead (libwebrtc keeps the first relay that connects; :func:`relay_race`).
 See README.md for the figures' exact definitions.
 """
 

@@ -93,11 +93,19 @@ async def _start(daemon: Any, monitor: NotificationsMonitor) -> None:
         monitor._task = asyncio.get_running_loop().create_task(monitor.run(), name="notifications.monitor")  # type: ignore[attr-defined]
 
 
-async def _stop(daemon: Any) -> None:
+def _cancel(daemon: Any) -> asyncio.Task | None:
+    """Take the daemon's monitor off it and cancel its task; the task, to wait for if wanted."""
     monitor = daemon.plugin_state.pop(MONITOR, None)
     task = getattr(monitor, "_task", None)
     if task is not None and not task.done():
         task.cancel()
+        return task
+    return None
+
+
+async def _stop(daemon: Any) -> None:
+    task = _cancel(daemon)
+    if task is not None:
         await asyncio.wait({task}, timeout=5.0)  # its socket closes on the way out
 
 
@@ -122,10 +130,7 @@ def agentd_daemon_login_changed(daemon: Any, service: str):
 
 @hookimpl
 def agentd_daemon_stop(daemon: Any):
-    monitor = daemon.plugin_state.pop(MONITOR, None)
-    task = getattr(monitor, "_task", None)
-    if task is not None:
-        task.cancel()
+    _cancel(daemon)  # the daemon's stop waits (bounded) for the tasks it spawned
     return None
 
 

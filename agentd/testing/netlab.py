@@ -9,7 +9,8 @@ Built with ``ip netns``, veth pairs and nftables, all inside namespaces this lab
 ruleset). The router forwards and NATs (``plain``: ``masquerade``, endpoint-independent;
 ``symmetric``: ``masquerade random,fully-random``, a new mapping per destination;
 ``none``: routing only) and can drop UDP, drop everything, or drop a random share of
-packets per direction with ``numgen random mod 100 < N``.
+packets per direction with ``numgen random mod 100 < N``. Delay and jitter (no netem in
+this kernel): :meth:`Netlab.impair`, a userspace NFQUEUE stage (agentd/testing/impair.py).
 
     with Netlab.create(nat="plain") as lab:
         with lab.start_coturn(tmp_path / "turn") as turn:        # coturn in the server ns
@@ -256,6 +257,20 @@ class Netlab:
                 script += f'add rule inet {TABLE} faults iifname "{iface}" meta l4proto {protocol} numgen random mod 100 < {pct} drop\n'
         if script:
             self.nft(self.router, script)
+
+    @contextlib.contextmanager
+    def impair(self, direction: Literal["up", "down"], **kw: Any):
+        """Delay, jitter or loss on the router's forwarding, one direction (up: agent -> server).
+
+        An :class:`agentd.testing.impair.Impairment` (a userspace NFQUEUE stage; keywords
+        ``delay_ms``, ``jitter_ms``, ``loss_pct``, ``protocol``, ``order``, ``seed``).
+        """
+        from agentd.testing.impair import Impairment
+
+        if direction not in ("up", "down"):
+            raise ValueError(f"direction must be 'up' or 'down', not {direction!r}")
+        with Impairment.attach(self.router, iif="lan" if direction == "up" else "wan", **kw) as stage:
+            yield stage
 
     def counters(self) -> str:
         return _run(["ip", "netns", "exec", self.router, "nft", "list", "table", "inet", TABLE]).stdout

@@ -4,8 +4,11 @@
 
 A sink that fails keeps the report in the spool for the next flush (``agentd check
 --upload``, ``agentd reports flush``, the daemon); a sink that already acknowledged it
-is not asked again. A sink that is down (it failed retryably or did not answer in time)
-is tried once per flush, not once per report.
+is not asked again. A sink that is down (it failed retryably, did not answer in time, or
+is misconfigured: a wrong token or URL) is tried once per flush, not once per report.
+A sink that refuses a report for good (HTTP 413, 422, ...: ``DeliveryError.refused``) is
+not asked for it again; once the other sinks have it, it moves to the spool's
+``refused/`` place, with one log line, and ``agentd reports list`` shows it and why.
 
 A new report goes first: :meth:`Delivery.submit` delivers it under its own budget
 (``[spool] sink_timeout_s``, the wait for the spool lock included) and gives older
@@ -90,7 +93,9 @@ class DeliveryOutcome:
     spool_error: str | None = None
     """Why the spool could not keep the report (it was then offered to the sinks directly)."""
     moved_aside: str | None = None
-    """The spool file was unreadable or not what its name says: where it was put."""
+    """The spool file was unreadable or not what its name says, or refused for good: where it was put."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Sink name -> why it refused the report for good (not asked again)."""
     note: str | None = None
     """Anything else the user must know (a spool file renamed to the id inside it)."""
 
@@ -216,7 +221,7 @@ class Delivery:
             await asyncio.sleep(0.05)
 
     async def _deliver_one(self, entry: SpoolEntry, down: dict[str, str], ends: float | None = None) -> DeliveryOutcome:
-        waiting_only = [s for s in self.sinks if s.name not in entry.acked]
+        waiting_only = [s for s in self.sinks if s.name not in entry.acked and s.name not in entry.refused]
         if waiting_only and all(s.name in down for s in waiting_only):  # nothing to try: do not even read it
             return DeliveryOutcome(
                 entry.report_id,
@@ -242,10 +247,11 @@ class Delivery:
             if entry is None:
                 return DeliveryOutcome(report.id, failed={"spool": note}, left_spool=True, moved_aside=note)
         already = tuple(s.name for s in self.sinks if s.name in entry.acked)
-        todo = [s for s in self.sinks if s.name not in entry.acked]
+        todo = [s for s in self.sinks if s.name not in entry.acked and s.name not in entry.refused]
         waiting = [s for s in todo if s.name in down]
         trying = [s for s in todo if s.name not in down]
         failed = {s.name: down[s.name] for s in waiting}
+        refused: dict[str, str] = {}
 
         async def one(sink: Sink) -> str | None:
             timeout = self.sink_timeout_s if ends is None else round(max(0.05, min(self.sink_timeout_s, ends - time.monotonic())), 1)
@@ -257,8 +263,13 @@ class Delivery:
                 down[sink.name] = f"not tried: it gave no acknowledgement within {timeout:g} s for report {report.id} in this flush"
                 return why
             except DeliveryError as exc:
-                if exc.retryable:
-                    down[sink.name] = f"not tried: it failed for report {report.id} in this flush ({redact_text(str(exc))})"
+                if exc.refused:  # this report, for good: recorded, never offered to this sink again
+                    why = redact_text(str(exc))
+                    self.spool.refuse(report.id, sink.name, why)
+                    refused[sink.name] = why
+                    return None
+                # down for this flush: retryable, or the sink itself unusable (a wrong token or URL)
+                down[sink.name] = f"not tried: it failed for report {report.id} in this flush ({redact_text(str(exc))})"
                 return str(exc)
             except Exception as exc:  # a broken sink plugin must not lose the report
                 return f"{type(exc).__name__}: {exc}"
@@ -269,14 +280,24 @@ class Delivery:
         delivered = []
         for sink, error in zip(trying, results):
             if error is None:
-                delivered.append(sink.name)
+                if sink.name not in refused:
+                    delivered.append(sink.name)
             else:
                 failed[sink.name] = redact_text(error)
                 log.warning("sink did not take the report; it stays in the spool", sink=sink.name, report=report.id, error=failed[sink.name])
-        left = not failed
-        if left:
-            self.spool.remove(report.id)
-        return DeliveryOutcome(report.id, tuple(delivered), already, failed, left, note=note)
+        reasons = {**(self.spool.refusals(report.id) if entry.refused else {}), **refused}
+        if failed:
+            if refused:
+                log.warning("sink refused the report for good; not offered to it again, kept for the others",
+                            report=report.id, refused=refused, waiting_for=sorted(failed))
+            return DeliveryOutcome(report.id, tuple(delivered), already, failed, False, note=note, refused=reasons)
+        if reasons:
+            where = str(self.spool.set_aside(report.id, reasons, at=_now()))
+            log.error("sink refused the report for good; moved aside (not sent again; `agentd reports resend` offers it again)",
+                      report=report.id, refused=reasons, to=where)
+            return DeliveryOutcome(report.id, tuple(delivered), already, {}, True, moved_aside=where, note=note, refused=reasons)
+        self.spool.remove(report.id)
+        return DeliveryOutcome(report.id, tuple(delivered), already, failed, True, note=note)
 
     def _move_aside(self, entry: SpoolEntry) -> str:
         corrupt = self.spool.folder / "corrupt"
@@ -373,6 +394,9 @@ def find_report(delivery: Delivery, report_id: str) -> tuple[bytes, str] | None:
     entry = delivery.spool.get(report_id)
     if entry is not None:
         return entry.read(), "spool"
+    refused = delivery.spool.get_refused(report_id)
+    if refused is not None:
+        return refused.read(), "refused"
     for store in delivery.stores():
         for path in store.stored():
             if path.name == f"{report_id}.json":
@@ -391,14 +415,22 @@ def _list(args: argparse.Namespace, delivery: Delivery) -> int:
         for store in delivery.stores()
         for p in store.stored()
     ]
+    refused = [
+        {"id": e.report_id, "bytes": e.size, "path": str(e.path), "refused": e.reasons, "at": e.at}
+        for e in delivery.spool.refused_entries()
+    ]
     stats = delivery.spool.stats()
     if args.json:
-        print(json.dumps({"spool": str(delivery.spool.folder), "sinks": sink_names, "pending": pending, "stored": stored,
-                          "dropped": stats.dropped}, indent=2))
+        print(json.dumps({"spool": str(delivery.spool.folder), "sinks": sink_names, "pending": pending, "refused": refused,
+                          "stored": stored, "dropped": stats.dropped}, indent=2))
         return 0
-    print(f"spool {delivery.spool.folder}: {len(pending)} pending, {stats.dropped} dropped by the size bound; sinks: {', '.join(sink_names) or 'none'}")
+    print(f"spool {delivery.spool.folder}: {len(pending)} pending, {len(refused)} refused, {stats.dropped} dropped by the size bound; "
+          f"sinks: {', '.join(sink_names) or 'none'}")
     for item in pending:
         print(f"  pending  {item['id']}  waiting for {', '.join(item['waiting_for']) or '-'}")
+    for item in refused:
+        why = "; ".join(f"{sink}: {reason}" for sink, reason in item["refused"].items()) or "reason not recorded"
+        print(f"  refused  {item['id']}  {why} (not sent again; `agentd reports resend {item['id']}` offers it again)")
     for item in stored:
         print(f"  stored   {item['id']}  ({item['store']}, {item['bytes']} bytes)")
     return 0
@@ -438,8 +470,10 @@ async def _resend(args: argparse.Namespace, delivery: Delivery) -> int:
     unknown = [n for n in args.sink if n not in names]
     if unknown:
         raise UsageError(f"no configured sink named {', '.join(unknown)} (configured: {', '.join(sorted(names)) or 'none'})")
-    payload, _ = found
+    payload, where = found
     entry = delivery.spool.get(args.report_id) or delivery.spool.put(args.report_id, payload)
+    if where == "refused":  # back among the pending ones: asked again like a new report
+        delivery.spool.drop_refused(args.report_id)
     # Resending means asking the chosen sinks again, even those that acknowledged before.
     chosen = set(args.sink) or names
     delivery.spool.reset_acks(entry.report_id, keep=frozenset(names - chosen))
@@ -474,7 +508,11 @@ def describe(outcome: DeliveryOutcome) -> str:
         parts.append(f"already at {', '.join(outcome.already)}")
     for sink, why in outcome.failed.items():
         parts.append(f"{sink}: {why}")
-    if outcome.moved_aside:
+    for sink, why in outcome.refused.items():
+        parts.append(f"{sink} refused it for good: {why}")
+    if outcome.moved_aside and outcome.refused:
+        state = f"refused; moved aside to {outcome.moved_aside}, not sent again"
+    elif outcome.moved_aside:
         state = "moved aside, not delivered"
     elif outcome.spool_error:
         state = "delivered; not kept in the spool" if not outcome.failed else "not kept; the sinks that failed will not get it"
@@ -561,6 +599,12 @@ def pending_count(app: App) -> int:
         return len(open_spool(app.config).entries())
     except OSError:
         return 0
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _why(exc: BaseException) -> str:

@@ -19,7 +19,8 @@ The tree::
     │   ├── MalformedResponse        a body that is not the JSON the API documents
     │   └── TransportError           DNS, TCP, TLS or timeout talking to the API
     ├── SignalingError               WebSocket signaling failed (handshake, keepalive, protocol)
-    ├── DeliveryError                a sink did not acknowledge a report; ``retryable`` says if trying again can help
+    ├── DeliveryError                a sink did not acknowledge a report; ``retryable`` says if trying again can help,
+    │                                ``refused`` that the sink refused this report itself for good (it is moved aside)
     └── ControlError                 the daemon's control socket refused or broke a request
         └── DaemonFailed             the daemon ended a check's connection without a report (exit 4)
 
@@ -153,10 +154,17 @@ class SignalingError(AgentdError):
 
 
 class DeliveryError(AgentdError):
-    """A sink did not acknowledge a report."""
+    """A sink did not acknowledge a report.
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
-        self.retryable = retryable
+    ``retryable``: trying again soon can help (a collector down, a 503). Not retryable and
+    not ``refused``: the sink itself is unusable until its configuration is fixed (a wrong
+    token, a wrong URL); the report waits. ``refused``: the sink refused *this report* for
+    good (413 too large, 422, 400): sending it again cannot help, so the spool moves it
+    aside instead of offering it at every flush."""
+
+    def __init__(self, message: str, *, retryable: bool = True, refused: bool = False) -> None:
+        self.retryable = retryable and not refused
+        self.refused = refused
         super().__init__(message)
 
 

@@ -4,6 +4,11 @@ Layout of the spool folder (``<state dir>/spool`` by default)::
 
     <report id>.json            the report, exactly the bytes sinks receive
     <report id>.ack.<sink>      empty marker: that sink acknowledged the report
+    <report id>.refused.<sink>  that sink refused the report for good (the reason inside):
+                                it is not asked again
+    refused/<report id>.json    a report some sink refused for good, once every other sink
+    refused/<report id>.why.json  has it: kept for `agentd reports` (list, show, resend),
+                                with why (bounded like the spool's count)
     .tmp-*                      a write in progress (a crash leaves it; it is swept)
     dropped.json                how many reports the size bound dropped, and the last ids
     .lock                       held (agentd.osdeps.filelock) by the process that is delivering
@@ -40,6 +45,7 @@ log = structlog.get_logger("agentd.spool")
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 DROPPED_FILE = "dropped.json"
 LOCK_FILE = ".lock"
+REFUSED_DIR = "refused"
 
 
 def safe_name(value: str, what: str) -> str:
@@ -55,6 +61,24 @@ class SpoolEntry:
     path: Path
     size: int
     acked: frozenset[str]
+    refused: frozenset[str] = frozenset()
+    """Sinks that refused this report for good: not asked again."""
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+
+@dataclass(frozen=True)
+class RefusedEntry:
+    """A report moved aside because a sink refused it for good."""
+
+    report_id: str
+    path: Path
+    size: int
+    reasons: dict[str, str]
+    """Sink name -> what it answered."""
+    at: str | None = None
+    """When it was moved aside (ISO 8601, UTC)."""
 
     def read(self) -> bytes:
         return self.path.read_bytes()
@@ -92,18 +116,54 @@ class Spool:
                 size = path.stat().st_size
             except FileNotFoundError:  # delivered by another process meanwhile
                 continue
-            found.append(SpoolEntry(report_id, path, size, self.acked(report_id)))
+            found.append(SpoolEntry(report_id, path, size, self.acked(report_id), self._markers(report_id, "refused")))
         return found
 
     def get(self, report_id: str) -> SpoolEntry | None:
         path = self.folder / f"{safe_name(report_id, 'report id')}.json"
         if not path.exists():
             return None
-        return SpoolEntry(report_id, path, path.stat().st_size, self.acked(report_id))
+        return SpoolEntry(report_id, path, path.stat().st_size, self.acked(report_id), self._markers(report_id, "refused"))
 
     def acked(self, report_id: str) -> frozenset[str]:
-        prefix = f"{report_id}.ack."
+        return self._markers(report_id, "ack")
+
+    def _markers(self, report_id: str, kind: str) -> frozenset[str]:
+        prefix = f"{report_id}.{kind}."
         return frozenset(p.name[len(prefix):] for p in self.folder.glob(f"{glob_escape(prefix)}*"))
+
+    def refusals(self, report_id: str) -> dict[str, str]:
+        """Sink name -> why it refused the report for good."""
+        found = {}
+        for sink in sorted(self._markers(report_id, "refused")):
+            try:
+                found[sink] = (self.folder / f"{report_id}.refused.{sink}").read_text(encoding="utf-8", errors="replace").strip()
+            except OSError:
+                continue
+        return found
+
+    def refused_entries(self) -> list[RefusedEntry]:
+        """Reports moved aside because a sink refused them for good, oldest first."""
+        folder = self.folder / REFUSED_DIR
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in sorted(folder.glob("*.json")):
+            if path.name.endswith(".why.json") or path.name.startswith("."):
+                continue
+            report_id = path.name[: -len(".json")]
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            why = _read_json(folder / f"{report_id}.why.json")
+            reasons = why.get("refused") if isinstance(why.get("refused"), dict) else {}
+            found.append(RefusedEntry(report_id, path, size, {str(k): str(v) for k, v in reasons.items()}, why.get("at")))
+        return found
+
+    def get_refused(self, report_id: str) -> RefusedEntry | None:
+        safe_name(report_id, "report id")
+        return next((e for e in self.refused_entries() if e.report_id == report_id), None)
 
     def stats(self) -> SpoolStats:
         entries = self.entries()
@@ -149,16 +209,46 @@ class Spool:
         safe_name(report_id, "report id")
         with contextlib.suppress(FileNotFoundError):
             (self.folder / f"{report_id}.json").unlink()
-        for marker in self.folder.glob(f"{glob_escape(report_id)}.ack.*"):
-            with contextlib.suppress(FileNotFoundError):
-                marker.unlink()
+        for kind in ("ack", "refused"):
+            for marker in self.folder.glob(f"{glob_escape(report_id)}.{kind}.*"):
+                with contextlib.suppress(FileNotFoundError):
+                    marker.unlink()
         # No fsync: if a crash undoes the removal, the report is offered again, and every
         # sink keys on its id; one fsync less per delivered report.
 
     def reset_acks(self, report_id: str, keep: frozenset[str] = frozenset()) -> None:
-        for marker in self.folder.glob(f"{glob_escape(report_id)}.ack.*"):
-            if marker.name.split(".ack.", 1)[1] not in keep:
-                marker.unlink(missing_ok=True)
+        """Forget what the sinks not in ``keep`` said of the report (their acks and refusals)."""
+        for kind in ("ack", "refused"):
+            for marker in self.folder.glob(f"{glob_escape(report_id)}.{kind}.*"):
+                if marker.name.split(f".{kind}.", 1)[1] not in keep:
+                    marker.unlink(missing_ok=True)
+
+    def refuse(self, report_id: str, sink: str, reason: str) -> None:
+        """Record that ``sink`` refused the report for good (durable before this returns):
+        it is not offered to that sink again."""
+        marker = self.folder / f"{safe_name(report_id, 'report id')}.refused.{safe_name(sink, 'sink name')}"
+        write_atomic(marker, reason.encode("utf-8"), durable=True)
+
+    def set_aside(self, report_id: str, reasons: dict[str, str], at: str) -> Path:
+        """Move a refused report out of the pending ones, into ``refused/`` with why;
+        beyond ``max_reports`` refused ones, the oldest go. Returns where it now lies."""
+        safe_name(report_id, "report id")
+        folder = self.folder / REFUSED_DIR
+        folder.mkdir(exist_ok=True)
+        # why first, the report after: a crash between leaves it pending (set aside again next time)
+        write_atomic(folder / f"{report_id}.why.json", json.dumps({"refused": reasons, "at": at}).encode(), durable=True)
+        target = folder / f"{report_id}.json"
+        (self.folder / f"{report_id}.json").replace(target)
+        fsync_dir(folder)
+        self.remove(report_id)
+        for old in self.refused_entries()[: -self.max_reports]:
+            self.drop_refused(old.report_id)
+        return target
+
+    def drop_refused(self, report_id: str) -> None:
+        folder = self.folder / REFUSED_DIR
+        for name in (f"{report_id}.json", f"{report_id}.why.json"):
+            (folder / name).unlink(missing_ok=True)
 
     # -- crash recovery and the lock ---------------------------------------------------------
 
@@ -172,6 +262,8 @@ class Spool:
                 if not (pid.isdigit() and pid_alive(int(pid))):
                     path.unlink(missing_ok=True)
             elif ".ack." in name and name.split(".ack.", 1)[0] not in pending:
+                path.unlink(missing_ok=True)
+            elif ".refused." in name and name.split(".refused.", 1)[0] not in pending:
                 path.unlink(missing_ok=True)
 
     @contextlib.contextmanager
@@ -202,17 +294,21 @@ class Spool:
     # -- the drop counter --------------------------------------------------------------------
 
     def _read_dropped(self) -> dict:
-        try:
-            data = json.loads((self.folder / DROPPED_FILE).read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            return {}
+        return _read_json(self.folder / DROPPED_FILE)
 
     def _count_dropped(self, report_ids: list[str]) -> None:
         data = self._read_dropped()
         data["count"] = int(data.get("count", 0)) + len(report_ids)
         data["last"] = (list(data.get("last", [])) + report_ids)[-20:]
         write_atomic(self.folder / DROPPED_FILE, json.dumps(data).encode(), durable=True)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def glob_escape(text: str) -> str:

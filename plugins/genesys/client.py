@@ -55,7 +55,7 @@ from agentd.errors import (
     TransportError,
 )
 from agentd.redact import redact_text, register_secret
-from agentd.tls import client_context
+from agentd.tls import http_verify
 
 from .settings import GenesysSettings
 from .tokens import AccessToken, LoginTokenManager, StoredLogin, TokenManager, TokenStore, parse_token_response
@@ -143,7 +143,7 @@ class GenesysClient:
     ) -> None:
         self.settings = settings
         self.client_id_header = paths.install_id()
-        verify: Any = client_context(str(settings.ca_file)) if settings.ca_file else True
+        verify: Any = http_verify(settings.ca_file)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout_s),
             verify=verify,

@@ -79,9 +79,12 @@ def _login_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _login(args: argparse.Namespace, app: Any) -> int:
+    from agentd.tls import check_trust_store
+
     from .login import login
 
     settings = _settings(app.config)
+    check_trust_store()  # an unusable SSL_CERT_FILE: said now (exit 2), not after the agent has logged in
     opener = (lambda url: None) if args.no_browser else None
     result = await login(settings, open_url=opener, port=args.port, timeout_s=args.timeout, announce=lambda text: print(text, file=sys.stderr, flush=True))
     who = f"{result.user_name} ({result.user_id})" if result.user_id else "an unknown user"

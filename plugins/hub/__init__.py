@@ -35,7 +35,8 @@ from agentd.config import Config, ConfigSection, Secret
 from agentd.errors import ConfigError, DeliveryError
 from agentd.fileio import write_atomic
 from agentd.model import Report
-from agentd.tls import client_context
+from agentd.sinks import SINK_STATUSES, refused_for_good
+from agentd.tls import TrustStoreError, client_context, http_verify
 
 log = structlog.get_logger("agentd.hub.client")
 
@@ -88,7 +89,10 @@ def forget_token() -> None:
 
 
 def _verify(settings: HubClientSettings) -> Any:
-    return client_context(settings.ca_file) if settings.ca_file else True
+    try:
+        return http_verify(settings.ca_file)
+    except TrustStoreError as exc:  # the environment's (SSL_CERT_FILE): the hub is unreachable until it is fixed
+        raise DeliveryError(f"hub {base_url(settings)}: {exc}") from None
 
 
 async def enroll(settings: HubClientSettings) -> str:
@@ -152,8 +156,11 @@ class HubSink:
             return
         if response.status_code == 401:  # revoked or unknown token: a new enrollment may fix it (a revoked PC stays refused)
             forget_token()
-        retry = response.status_code in (401, 408, 429) or response.status_code >= 500
-        raise DeliveryError(f"hub refused report {report.id}: HTTP {response.status_code} {_error_line(response)}", retryable=retry)
+        status = response.status_code
+        retry = status in (401, 408, 429) or status >= 500
+        # The hub's 403 on a report is about the report (another PC's install id), not this PC's token (that is 401).
+        refused = refused_for_good(status, about_the_sink=SINK_STATUSES - {403})
+        raise DeliveryError(f"hub refused report {report.id}: HTTP {status} {_error_line(response)}".strip(), retryable=retry, refused=refused)
 
 
 class GenesysAttributesSink:
@@ -191,13 +198,14 @@ class GenesysAttributesSink:
                 user_id = getattr(self.genesys, "user_id", None) or stored_user_id(self.genesys)
                 mine = [p for p in agents if user_id and p.get("userId") == user_id] or agents
                 if not mine:
-                    raise DeliveryError(f"conversation {cid} has no agent participant to annotate", retryable=False)
+                    raise DeliveryError(f"conversation {cid} has no agent participant to annotate", refused=True)
                 await client.patch(f"/api/v2/conversations/calls/{cid}/participants/{mine[-1]['id']}/attributes",
                                    {"attributes": self.attributes(report)})
         except GenesysError as exc:
             status = getattr(exc, "status", None)
             raise DeliveryError(f"Genesys did not take the summary of report {report.id}: {exc}",
-                                retryable=status is None or status == 429 or status >= 500) from None
+                                retryable=status is None or status == 429 or status >= 500,
+                                refused=status is not None and refused_for_good(status)) from None
 
 
 # -- the WebSocket ------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ by the collector. Authentication is a bearer token, an HMAC signature, or both:
 
 Answers: 2xx (and 409, "I have it already") acknowledge. 408, 425, 429 and 5xx, and
 transport failures, are retried with jittered exponential backoff (``Retry-After``
-honoured up to ``max_backoff_s``); other 4xx are not (the report stays in the spool
-until the configuration is fixed). A request sent but not answered within ``timeout_s``
+honoured up to ``max_backoff_s``). 401, 403, 404, 405, 407 are about the collector (a
+wrong token or URL): the reports stay in the spool until the configuration is fixed, and
+the sink is asked once per flush. Any other 4xx (400, 413, 422, ...) refuses the report
+itself for good: the spool moves it aside (``agentd reports list`` shows why). A request sent but not answered within ``timeout_s``
 is not posted again in the same delivery: a stalled collector may be storing it, and
 copies would only pile up; the next flush asks again.
 """
@@ -33,11 +35,11 @@ from agentd import hookimpl
 from agentd.config import Config, ConfigSection, Secret
 from agentd.errors import ConfigError, DeliveryError
 from agentd.model import Report
-from agentd.tls import client_context
+from agentd.sinks import RETRY_STATUSES, refused_for_good
+from agentd.tls import TrustStoreError, http_verify
 
 log = structlog.get_logger("agentd.sinks.http")
 
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 ACK_STATUSES = frozenset({409})  # the collector already holds this idempotency key
 
 
@@ -86,7 +88,10 @@ class HttpSink:
 
     async def deliver(self, report: Report, payload: bytes) -> None:
         s = self.settings
-        verify = client_context(s.ca_file) if s.ca_file else True
+        try:
+            verify = http_verify(s.ca_file)
+        except TrustStoreError as exc:  # the environment's, for every report: the sink is down until it is fixed
+            raise DeliveryError(str(exc)) from None
         last = "not tried"
         async with httpx.AsyncClient(timeout=s.timeout_s, verify=verify, follow_redirects=False) as client:
             for attempt in range(s.retries + 1):
@@ -110,7 +115,8 @@ class HttpSink:
                     last = f"HTTP {status} {response.reason_phrase}".strip()
                     if status not in RETRY_STATUSES:
                         hint = " (check [sinks.http] token / hmac_key)" if status in (401, 403) else ""
-                        raise DeliveryError(f"collector {self.where} refused report {report.id}: {last}{hint}", retryable=False)
+                        raise DeliveryError(f"collector {self.where} refused report {report.id}: {last}{hint}",
+                                            retryable=False, refused=refused_for_good(status))
                     wait = retry_after(response.headers.get("Retry-After"))
                 if attempt == s.retries:
                     break

@@ -5,7 +5,8 @@ bearer token or the HMAC signature, and can be switched between behaviours:
 ``down`` (the port refuses connections), ``unavailable`` (503), ``store_then_hang``
 (keeps the report, then holds the answer back: a client killed now never learns it
 was stored), ``stall`` (holds every answer ``stall_s`` seconds, then stores: a collector
-behind an overloaded proxy) and ``up``.
+behind an overloaded proxy) and ``up``. ``answers`` maps a report id to the status the
+collector gives it instead of storing it (413, 422: a report it refuses for good).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Collector:
     retry_after: str | None = None
     unavailable_posts: int = 0  # answer 503 to this many posts, then store (no timer races)
     stall_s: float = 60.0
+    answers: dict[str, int] = field(default_factory=dict)
     stored: dict[str, bytes] = field(default_factory=dict)
     stores: Counter = field(default_factory=Counter)
     posts: Counter = field(default_factory=Counter)
@@ -77,6 +79,9 @@ class Collector:
                     collector.unavailable_posts = max(0, collector.unavailable_posts - 1)
                     headers = {"Retry-After": collector.retry_after} if collector.retry_after else {}
                     return self._answer(503, {"error": "warming up"}, headers)
+                refused = collector.answers.get(key)
+                if refused is not None:
+                    return self._answer(refused, {"error": f"refused with {refused}"})
                 if collector.mode == "stall":
                     collector.release.wait(collector.stall_s)  # bounded; close() releases it
                 duplicate = collector.keep(key, body)

@@ -24,7 +24,7 @@ from agentd.config import CORE_SECTION, Config
 from agentd.correlation import Findings
 from agentd.errors import ConfigError, UsageError
 from agentd.evidence import EvidenceRequest
-from agentd.model import AgentInfo, CheckResult, Evidence, Report, Severity, Status, Verdict, isoformat, new_report_id, utcnow
+from agentd.model import AgentInfo, CheckResult, Evidence, Report, Severity, Status, Verdict, escape_undecodable, isoformat, new_report_id, utcnow
 from agentd.plugin import PluginManager
 from agentd.runner import EventCallback, run_checks
 
@@ -271,7 +271,8 @@ def agent_info() -> AgentInfo:
     except Exception:  # no login name (containers, services with DynamicUser)
         user = None
     return AgentInfo(
-        hostname=socket.gethostname(),
+        # a kernel hostname that is not UTF-8 comes back with lone surrogates: escaped, or no report could be written
+        hostname=escape_undecodable(socket.gethostname()),
         install_id=paths.install_id(),
         version=__version__,
         platform=f"{platform.system()} {platform.release()} {platform.machine()}".strip(),

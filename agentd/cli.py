@@ -12,6 +12,7 @@ with 141, as a process killed by SIGPIPE would.
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import inspect
 import json
@@ -256,14 +257,46 @@ def _main(argv: list[str]) -> int:
     except AgentdError as exc:
         print(f"agentd: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_NOT_READY
-    except Exception as exc:  # a bug: one line, the traceback only in the (redacted) debug log
-        log.debug("internal error", exc_info=True)
-        print(
-            f"agentd: internal error: {type(exc).__name__}: {redact_text(str(exc))} "
-            "(run with --log-level debug for the traceback)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL
+    except OSError as exc:
+        line = environment_problem(exc)
+        if line is None:
+            return _internal_error(exc)
+        print(f"agentd: {redact_text(line)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        return _internal_error(exc)
+
+
+ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOSPC,
+                                getattr(errno, "EDQUOT", errno.ENOSPC), errno.ELOOP, errno.ENAMETOOLONG})
+"""What a folder agentd must write says about the machine, not about agentd."""
+
+
+def environment_problem(exc: OSError) -> str | None:
+    """One line naming the folder or file the environment gave agentd and that it cannot
+    use (an unwritable HOME, a read-only disk); None for an error that is a bug."""
+    if exc.errno not in ENVIRONMENT_ERRNOS or not exc.filename:
+        return None
+    from agentd import paths
+
+    where = Path(os.fsdecode(exc.filename))
+    line = f"cannot use {where}: {exc.strerror or exc}"
+    state = paths.state_dir()
+    if where == state or where in state.parents or state in where.parents:
+        origin = next((v for v in ("AGENTD_STATE_DIR", "STATE_DIRECTORY", "XDG_STATE_HOME") if os.environ.get(v)), "HOME")
+        line += f" (agentd keeps its state in {state}, from {origin}; set AGENTD_STATE_DIR to a folder this user can write)"
+    return line
+
+
+def _internal_error(exc: BaseException) -> int:
+    """A bug: one line, the traceback only in the (redacted) debug log."""
+    log.debug("internal error", exc_info=exc)
+    print(
+        f"agentd: internal error: {type(exc).__name__}: {redact_text(str(exc))} "
+        "(run with --log-level debug for the traceback)",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL
 
 
 def _reader_left() -> int:

@@ -101,9 +101,11 @@ def resolve_secret(value: Any, *, key: str, file: str | None) -> Secret:
 
 def _read_secret_file(path: Path, *, key: str, file: str | None) -> str:
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        text = path.read_text(encoding="utf-8-sig").strip()  # a BOM (Notepad's) is not part of the secret
     except FileNotFoundError:
         raise SecretError(f"secret file {path} does not exist", file=file, key=key) from None
+    except UnicodeDecodeError:
+        raise SecretError(f"secret file {path} is not UTF-8 text", file=file, key=key) from None
     except OSError as exc:
         raise SecretError(f"secret file {path} cannot be read: {exc.strerror}", file=file, key=key) from None
     if not text:
@@ -252,7 +254,8 @@ def read_toml(path: Path | None, *, explicit: bool) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read the configuration file: {exc.strerror}", file=str(path)) from None
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        # utf-8-sig: a byte order mark at the start (Windows editors write one) is not part of the TOML
+        return tomllib.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise ConfigError("the file is not UTF-8 text", file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:

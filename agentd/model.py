@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -16,6 +17,22 @@ from enum import StrEnum
 from typing import Any, Iterable, Mapping
 
 SCHEMA = "agentd.report/1"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_text(code: int) -> str:
+    # U+DC80..U+DCFF: a byte that was not UTF-8, kept by Python's surrogateescape
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def escape_undecodable(text: str) -> str:
+    """``text`` with the bytes the OS gave that were not UTF-8 (a non-UTF-8 hostname,
+    read back by Python as lone surrogates) written as ``\\xNN``: printable, storable
+    in JSON and sendable, instead of failing every encoder downstream."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub(lambda m: _surrogate_text(ord(m.group())), text)
 
 
 class Status(StrEnum):
@@ -252,7 +269,12 @@ class Report:
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
+        if text.isascii() or not _SURROGATE.search(text):
+            return text
+        # a string some source read from the OS with undecodable bytes (lone surrogates):
+        # escaped as \\xNN in the JSON text, so the report still encodes as UTF-8 and is kept
+        return _SURROGATE.sub(lambda m: "\\" + _surrogate_text(ord(m.group())), text)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:

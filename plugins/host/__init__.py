@@ -1,4 +1,8 @@
-"""The ``host`` check: is the PC itself fit to carry a call (CPU, memory, swap, network interface)."""
+"""The ``host`` check: is the PC itself fit to carry a call (CPU, memory, swap, network interface).
+
+A figure the platform will not give (swap on a Windows PC with performance counters off)
+does not make the check an error: it passes or warns on what it read, and names what it
+could not read. agentd's own instrument must not make a PC "not ready"."""
 
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ async def run_host(ctx: CheckContext) -> Outcome:
         problems.append(f"CPU at {sample.cpu_pct:.0f}%")
     if sample.mem_used_pct > settings.mem_warn_pct:
         problems.append(f"memory at {sample.mem_used_pct:.0f}% ({sample.mem_available_mb:.0f} MB free)")
-    if sample.swap_used_pct > settings.swap_warn_pct:
+    if sample.swap_used_pct is not None and sample.swap_used_pct > settings.swap_warn_pct:
         problems.append(f"swap at {sample.swap_used_pct:.0f}%")
     if sample.memory_pressure_avg10 is not None and sample.memory_pressure_avg10 > settings.memory_pressure_warn:
         problems.append(f"memory pressure {sample.memory_pressure_avg10:.1f}%")
@@ -67,10 +71,12 @@ async def run_host(ctx: CheckContext) -> Outcome:
         link += f", VPN {', '.join(sample.vpn_interfaces)}"
     if sample.browsers:
         link += f", browsers {sample.browser_rss_mb:.0f} MB"
+    missing = f"; not readable here: {', '.join(sample.unreadable)}" if sample.unreadable else ""
     if problems:
-        return Outcome.warned(f"{'; '.join(problems)}; {link}", metrics=metrics, details=details)
+        return Outcome.warned(f"{'; '.join(problems)}; {link}{missing}", metrics=metrics, details=details)
+    swap = f", swap {sample.swap_used_pct:.0f}%" if sample.swap_used_pct is not None else ""
     return Outcome.passed(
-        f"CPU {sample.cpu_pct:.0f}%, memory {sample.mem_used_pct:.0f}%, swap {sample.swap_used_pct:.0f}%; {link}",
+        f"CPU {sample.cpu_pct:.0f}%, memory {sample.mem_used_pct:.0f}%{swap}; {link}{missing}",
         metrics=metrics,
         details=details,
     )

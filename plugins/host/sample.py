@@ -10,8 +10,13 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import psutil
+
+from agentd.osdeps import hoststats
+
+T = TypeVar("T")
 
 BROWSER_NAMES = (
     "chrome", "chromium", "chromium-browser", "google chrome", "msedge", "microsoft edge",
@@ -42,7 +47,8 @@ class HostSample:
     load_1m: float | None
     mem_used_pct: float
     mem_available_mb: float
-    swap_used_pct: float
+    swap_used_pct: float | None
+    """None when the platform would not say (Windows with performance counters off)."""
     memory_pressure_avg10: float | None
     """Linux PSI "some avg10" for memory: % of time tasks waited on memory in the last 10 s."""
     cpu_pressure_avg10: float | None
@@ -53,6 +59,8 @@ class HostSample:
     wifi_signal_dbm: float | None = None
     vpn_interfaces: tuple[str, ...] = ()
     cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """Figure -> why it could not be read here (the rest of the sample stands)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,22 +143,30 @@ def browser_processes(limit: int = 5) -> tuple[BrowserProcess, ...]:
 
 def take_sample(cpu_pct: float | None = None) -> HostSample:
     """Sample now. ``cpu_pct`` comes from the caller (it needs an interval to measure);
-    without it, psutil's figure since its previous call is used."""
+    without it, psutil's figure since its previous call is used.
+
+    CPU and memory are the sample; every other figure the platform may refuse (Windows
+    with performance counters off: swap) is read on its own, and one that fails is named
+    in ``unreadable`` instead of failing the sample."""
+    unreadable: dict[str, str] = {}
+
+    def optional(name: str, read: Callable[[], T], default: T) -> T:
+        try:
+            return read()
+        except Exception as exc:  # psutil raises RuntimeError, OSError or its own errors per platform
+            unreadable[name] = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:200]
+            return default
+
     vm = psutil.virtual_memory()
-    swap = psutil.swap_memory()
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = None
-    all_browsers = browser_processes(limit=0)
-    iface = default_interface()
-    wifi = is_wifi(iface) if iface else None
+    all_browsers = optional("browsers", lambda: browser_processes(limit=0), ())
+    iface = optional("interface", default_interface, None)
+    wifi = optional("wifi", lambda: is_wifi(iface), None) if iface else None
     return HostSample(
         cpu_pct=float(cpu_pct if cpu_pct is not None else psutil.cpu_percent(None)),
-        load_1m=load,
+        load_1m=optional("load average", hoststats.load_average_1m, None),
         mem_used_pct=float(vm.percent),
         mem_available_mb=round(vm.available / 2**20, 1),
-        swap_used_pct=float(swap.percent) if swap.total else 0.0,
+        swap_used_pct=optional("swap", hoststats.swap_used_pct, None),
         memory_pressure_avg10=_psi("memory"),
         cpu_pressure_avg10=_psi("cpu"),
         browser_rss_mb=round(sum(p.rss_mb for p in all_browsers), 1),
@@ -158,5 +174,6 @@ def take_sample(cpu_pct: float | None = None) -> HostSample:
         interface=iface,
         interface_is_wifi=wifi,
         wifi_signal_dbm=wifi_signal_dbm(iface) if wifi else None,
-        vpn_interfaces=vpn_interfaces(),
+        vpn_interfaces=optional("VPN interfaces", vpn_interfaces, ()),
+        unreadable=unreadable,
     )

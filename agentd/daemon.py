@@ -507,6 +507,11 @@ class Daemon:
             self.spawn(self._flush_now_and_then(), name="spool.flush")
         self.notifier.ready(self._status_line())
         log.info("daemon ready", pid=os.getpid(), control=str(self._control.path))
+        from agentd.tls import trust_problem
+
+        trust = trust_problem()
+        if trust is not None:  # said once at start; every TLS connection's error names it again
+            log.error("TLS connections will fail: fix the service's environment", problem=trust)
 
         await self._stop.wait()
         return await self._shutdown()

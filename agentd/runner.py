@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import structlog
 
 from agentd.checks import Check, CheckContext, Outcome, Plan
-from agentd.errors import ProbeError
+from agentd.errors import ConfigError, ProbeError
 from agentd.model import CheckResult, Status, isoformat, utcnow
 from agentd.redact import redact_text
 
@@ -92,6 +92,9 @@ async def run_checks(
                 started=stamp,
                 details={"reason": exc.reason, **exc.details},
             )
+        except ConfigError as exc:  # the configuration or environment (an unusable SSL_CERT_FILE): said, no traceback
+            result = CheckResult(id=check.id, title=check.title, status=Status.ERROR, summary=redact_text(str(exc)),
+                                 duration_ms=_ms(started), started=stamp, details={"reason": "configuration"})
         except asyncio.CancelledError:
             result = _error(
                 check, f"not finished within the overall deadline of {_fmt_seconds(deadline_s)} s", started, stamp

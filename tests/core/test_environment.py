@@ -73,6 +73,17 @@ async def test_a_missing_ssl_cert_file_is_named_at_every_report_and_the_report_w
     assert any("SSL_CERT_FILE" in str(e.get("failed")) for e in logged if e["log_level"] == "warning")
 
 
+def test_a_missing_ssl_cert_file_makes_the_tls_checks_name_it_without_a_traceback(agentd_env, tmp_path):
+    agentd_env.write_config(OFFLINE_GENESYS)
+    missing = tmp_path / "no-such-ca.pem"
+    result = agentd_env.run("check", "--no-daemon", "--json", "--only", "https", "--only", "websocket",
+                            extra_env={"SSL_CERT_FILE": str(missing)})
+    assert result.returncode == 1, result.stderr
+    for row in json.loads(result.stdout)["checks"]:
+        assert row["status"] == "error" and row["summary"].startswith("the environment variable SSL_CERT_FILE names " + str(missing)), row
+    assert "Traceback" not in result.stderr
+
+
 def test_trust_problem_names_the_variable_and_the_file(tmp_path, monkeypatch):
     from agentd.tls import trust_problem
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -167,21 +168,45 @@ async def run_udp_ports(ctx: CheckContext) -> Outcome:
 
 def _reflect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", metavar="HOST", required=True, help="address to listen on (e.g. 0.0.0.0 or a specific IP)")
-    parser.add_argument("--ports", metavar="A-B", required=True, help="UDP port range to echo on (one socket per port)")
+    parser.add_argument("--ports", metavar="A-B", help="UDP port range to echo on (one socket per port)")
     parser.add_argument("--max-rate", type=float, default=500.0, metavar="N", help="replies per second in all (default 500)")
     parser.add_argument("--per-source-rate", type=float, default=100.0, metavar="N", help="replies per second per source address (default 100)")
     parser.add_argument("--max-payload", type=int, default=512, metavar="BYTES", help="larger datagrams are ignored (default 512)")
     parser.add_argument("--max-sockets", type=int, default=2048, metavar="N", help="refuse ranges wider than this (default 2048)")
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until SIGINT/SIGTERM)")
+    load = parser.add_argument_group("load service (the path.load check's target: [loaded_latency] url = http://HOST:PORT)")
+    load.add_argument("--http-port", type=int, metavar="PORT", help="also serve byte-capped HTTP uploads and downloads on this TCP port")
+    load.add_argument("--load-token", metavar="ENV", help="name of an environment variable holding a token the checks must send (Bearer)")
+    load.add_argument("--load-max-tests", type=int, default=1, metavar="N", help="load tests at once; more get 429 Retry-After (default 1)")
+    load.add_argument("--load-max-mb", type=float, default=64.0, metavar="MIB", help="most MiB per test each way (default 64)")
+    load.add_argument("--load-ttl", type=float, default=30.0, metavar="SECONDS", help="a test's transfers end after this long (default 30)")
 
 
 def _reflect(args: argparse.Namespace, app) -> object:
-    try:
-        first, last = parse_port_range(args.ports)
-    except ValueError as exc:
-        raise UsageError(f"--ports: {exc}") from None
+    if args.ports is None and args.http_port is None:
+        raise UsageError("give --ports A-B (UDP echo), --http-port PORT (load service), or both")
+    first = last = None
+    if args.ports is not None:
+        try:
+            first, last = parse_port_range(args.ports)
+        except ValueError as exc:
+            raise UsageError(f"--ports: {exc}") from None
     if args.max_rate <= 0 or args.per_source_rate <= 0 or not 32 <= args.max_payload <= 65507:
         raise UsageError("--max-rate and --per-source-rate must be positive, --max-payload 32-65507")
+    load = None
+    if args.http_port is not None:
+        from agentd_plugins.loaded_latency.server import LoadService
+
+        if not 0 <= args.http_port <= 65535:
+            raise UsageError("--http-port must be 0-65535")
+        token = None
+        if args.load_token:
+            token = os.environ.get(args.load_token)
+            if not token:
+                raise UsageError(f"--load-token: environment variable {args.load_token} is not set or empty")
+        if not 0.25 <= args.load_max_mb <= 4096 or not 1 <= args.load_max_tests <= 64 or not 1 <= args.load_ttl <= 600:
+            raise UsageError("--load-max-mb must be 0.25-4096, --load-max-tests 1-64, --load-ttl 1-600")
+        load = LoadService(max_tests=args.load_max_tests, max_bytes=int(args.load_max_mb * 2**20), ttl_s=args.load_ttl, token=token)
     return reflect.serve(
         args.listen,
         first,
@@ -191,6 +216,8 @@ def _reflect(args: argparse.Namespace, app) -> object:
         per_source_rate=args.per_source_rate,
         max_payload=args.max_payload,
         max_sockets=args.max_sockets,
+        load=load,
+        http_port=args.http_port,
     )
 
 
@@ -199,13 +226,15 @@ def agentd_commands():
     return [
         Command(
             "reflect",
-            "run a small UDP echo service for the udp.ports check's destination ports",
+            "run a small UDP echo service (udp.ports) and/or HTTP load service (path.load)",
             _reflect_arguments,
             _reflect,
             description=(
                 "Echo agentd's UDP probes on a port range, so `agentd check` on agent PCs can test the destination "
                 "ports too ([udp_ports] reflector = HOST, reflector_ports = A-B). Answers only agentd probes, never "
-                "with more bytes than asked, under a rate limit."
+                "with more bytes than asked, under a rate limit. With --http-port, also the load service of the path.load "
+                "check ([loaded_latency] url = http://HOST:PORT): byte-capped uploads and downloads, a bounded number of "
+                "tests at once (429 Retry-After beyond), an optional token."
             ),
         )
     ]

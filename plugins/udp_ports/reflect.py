@@ -124,16 +124,41 @@ class Reflector:
         self.transports.clear()
 
 
-async def serve(host: str, first: int, last: int, *, duration_s: float | None, max_rate: float, per_source_rate: float, max_payload: int, max_sockets: int) -> int:
+async def serve(
+    host: str,
+    first: int | None,
+    last: int | None,
+    *,
+    duration_s: float | None,
+    max_rate: float,
+    per_source_rate: float,
+    max_payload: int,
+    max_sockets: int,
+    load=None,
+    http_port: int | None = None,
+) -> int:
+    """The UDP echo on ``first``-``last`` (when given) and the HTTP load service ``load`` on
+    ``http_port`` (when given), until SIGINT/SIGTERM or ``duration_s``."""
     reflector = Reflector(max_rate=max_rate, per_source_rate=per_source_rate, max_payload=max_payload)
-    opened = await reflector.open(host, first, last, max_sockets=max_sockets)
+    if first is not None and last is not None:
+        opened = await reflector.open(host, first, last, max_sockets=max_sockets)
+        print(f"agentd reflect: listening on {host} ports {first}-{last} ({opened} sockets), pid {os.getpid()}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"agentd reflect: listening on {host} ports {first}-{last} ({opened} sockets), pid {os.getpid()}", flush=True)
+    http = None
     try:
-        if duration_s is None:
+        if load is not None and http_port is not None:
+            from agentd_plugins.loaded_latency.server import serve_http
+
+            http = asyncio.ensure_future(serve_http(load, host, http_port, stop=stop))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({http, stopped}, return_when=asyncio.FIRST_COMPLETED, timeout=duration_s)
+            stopped.cancel()
+            if http.done():
+                http.result()  # it could not listen: the UsageError names why
+        elif duration_s is None:
             await stop.wait()
         else:
             try:
@@ -141,11 +166,15 @@ async def serve(host: str, first: int, last: int, *, duration_s: float | None, m
             except TimeoutError:
                 pass
     finally:
+        stop.set()
+        if http is not None and not http.done():
+            await asyncio.wait({http}, timeout=5.0)
         reflector.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    s = reflector.stats
-    print(f"agentd reflect: stopped; replied {s.replied}, ignored {s.ignored}, rate-limited {s.rate_limited}", flush=True)
+    if first is not None:
+        s = reflector.stats
+        print(f"agentd reflect: stopped; replied {s.replied}, ignored {s.ignored}, rate-limited {s.rate_limited}", flush=True)
     return 0
 
 

@@ -21,6 +21,7 @@ BENCHMARKS = {
     "hub": "the helpdesk hub: 5 000 PCs on one process, memory per connection, trigger to first progress, ingest (issue 12)",
     "media_loss": "media.path transport and loss over 20 full pre-shift runs per loss level in the lab (issue 11; root)",
     "faults": "memory under hostile input: a 50 MB Genesys answer, 200 control clients with 4 MiB lines (issue 14)",
+    "bufferbloat": "path.load's added delay on a tbf-bloated uplink (truth 300 ms) and a clean link, bytes per test (issue 20; root)",
     "softphone_ice": "fetching the softphone's own STUN/TURN servers over the streaming channel: cold and cached (issue 10)",
 }
 

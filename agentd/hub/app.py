@@ -2,7 +2,8 @@
 
 Who may do what:
 - a PC (Bearer install token): ``GET /api/v1/agent`` (its WebSocket) and
-  ``POST /api/v1/reports`` (only its own reports); nothing else;
+  ``POST /api/v1/reports`` (only its own reports), and the path.load check's load test
+  under ``/load/v1/`` (agentd/hub/load.py: one test at a time); nothing else;
 - a hub account (session cookie from ``/login``, or HTTP Basic for scripts): the pages
   and the JSON API; it cannot post reports. A state-changing request with the cookie
   must carry the session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``);
@@ -34,6 +35,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agentd.hub import fleet
+from agentd.hub import load as load_test
 from agentd.hub.agents import Agents
 from agentd.hub.db import is_postgres, make_engine, redact_url
 from agentd.hub.security import RateLimiter, same
@@ -577,11 +579,13 @@ def create_app(settings: HubSettings) -> Starlette:
             Route("/pcs/{install_id}", pc_page),
             Route("/reports/{report_id}", report_page),
             Route("/static/hub.js", static_js),
+            *load_test.routes(),  # the path.load check's load target (agentd/hub/load.py)
         ],
         lifespan=lifespan,
         exception_handlers={Exception: _internal_error},
     )
     app.state.hub = hub
+    app.state.load_service = load_test.service()
     return app
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from agentd import hookimpl
 from agentd.checks import Check, CheckContext, Outcome, Plan
 from agentd.config import Config, ConfigSection, Secret
-from agentd.errors import ConfigError, ProbeError
+from agentd.errors import AgentdError, ConfigError, ProbeError
 from agentd.net import resolve
 from agentd.tls import client_context
 
@@ -47,8 +47,8 @@ OTHER_CHECKS = ("dns", "https", "websocket", "stun", "nat", "turn.udp", "turn.tc
 class LoadedLatencySettings:
     """``[loaded_latency]``"""
 
-    url: str | None = field(default=None, metadata={"help": "the load service: http(s)://host:port of `agentd reflect --http-port` (no url: the check skips)"})
-    token: Secret | None = field(default=None, metadata={"help": "the service's --load-token, if it has one (Authorization: Bearer)"})
+    url: str | None = field(default=None, metadata={"help": "the load service: http(s)://host:port of `agentd reflect --http-port` (default: the [hub] url; neither: the check skips)"})
+    token: Secret | None = field(default=None, metadata={"help": "the service's --load-token, if it has one (Authorization: Bearer); the hub gets this PC's install token"})
     ca_file: Path | None = field(default=None, metadata={"help": "a PEM CA bundle to trust for an https:// url (added to the system's)"})
     load_s: float = field(default=5.0, metadata={"help": "how long the line is loaded", "min": 1, "max": 30})
     idle_s: float = field(default=1.0, metadata={"help": "round trips measured before the load (the idle baseline)", "min": 0.2, "max": 10})
@@ -81,8 +81,8 @@ def agentd_configure(config: Config) -> None:
 @hookimpl
 def agentd_unconfigured(config: Config):
     settings: LoadedLatencySettings = config.section("loaded_latency")
-    if settings.url is None:
-        return ["latency under load (path.load): set [loaded_latency] url to an `agentd reflect --http-port` service"]
+    if settings.url is None and _hub_settings(config) is None:
+        return ["latency under load (path.load): set [loaded_latency] url to an `agentd reflect --http-port` service, or [hub] url"]
     return []
 
 
@@ -179,14 +179,46 @@ async def _probe_target(ctx: CheckContext, target: Target, timeout_s: float) -> 
     return "tcp", resolved.addresses[0], target.port, f"TCP handshakes to {target.host}:{target.port}"
 
 
+def _hub_settings(config: Config) -> Any:
+    try:
+        return config.section("hub")
+    except ConfigError:  # the hub plugin is disabled
+        return None
+
+
+async def _hub_target(ctx: CheckContext, timeout_s: float) -> tuple[Target, str | None, Any] | None:
+    """The configured hub as the load target, with this PC's install token (enrolling once if
+    it has none yet, as the hub sink does); None without ``[hub]``."""
+    hub = _hub_settings(ctx.config)
+    if hub is None:
+        return None
+    from agentd_plugins.hub import install_token, load_token
+
+    token = load_token(hub)
+    if token is None:
+        async with asyncio.timeout(timeout_s):
+            token = await install_token(hub)
+    return Target.parse(hub.url), token, hub.ca_file
+
+
 async def run_path_load(ctx: CheckContext) -> Outcome:
     s: LoadedLatencySettings = ctx.section("loaded_latency")
-    if s.url is None:
-        return Outcome.skipped(
-            "no load target: set [loaded_latency] url to an `agentd reflect --http-port` service of your own (never a public host)",
-            details={"reason": "not_configured"},
-        )
-    target = Target.parse(s.url)
+    if s.url is not None:
+        target, token, ca_file = Target.parse(s.url), (s.token.reveal() if s.token else None), s.ca_file
+    else:
+        try:
+            found = await _hub_target(ctx, s.timeout_s)
+        except TimeoutError:
+            raise ProbeError(f"the hub did not enroll this PC within {s.timeout_s:g} s: no token for its load service", reason="timeout") from None
+        except AgentdError as exc:
+            raise ProbeError(f"the hub's load service needs this PC's install token: {exc}", reason="auth") from None
+        if found is None:
+            return Outcome.skipped(
+                "no load target: set [loaded_latency] url to an `agentd reflect --http-port` service of your own, or [hub] url "
+                "(never a public host)",
+                details={"reason": "not_configured"},
+            )
+        target, token, ca_file = found
     details: dict[str, Any] = {"service": target.shown, "upload_cap_bytes": int(s.upload_cap_mb * MB), "download_cap_bytes": int(s.download_cap_mb * MB)}
     call = call_in_progress(s.call_max_h)
     if call is not None and call.get("state") == "active":
@@ -205,7 +237,7 @@ async def run_path_load(ctx: CheckContext) -> Outcome:
     if kind == "tcp":
         details["probe_note"] = "no stun:/turn: UDP url known: round trips are TCP handshakes to the load service"
 
-    service = LoadClient(target, token=s.token.reveal() if s.token else None, ssl_context=client_context(s.ca_file), timeout_s=s.timeout_s)
+    service = LoadClient(target, token=token, ssl_context=client_context(ca_file), timeout_s=s.timeout_s)
     started = await service.start()
     waited = 0.0
     if isinstance(started, Busy):

@@ -324,6 +324,7 @@ async def _measure(
         downloaded_bytes=counter.downloaded,
         load_s=round(load_end - load_start, 2),
         ended_at_cap=early,
+        arrived_upload_bytes=arrived_up,
     )
     if loaded_to - loaded_from < 0.2:  # the caps ran out before the ramp ended: all of the load window counts
         loaded_from = load_start

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
+import struct
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -61,6 +63,18 @@ class Counter:
     downloaded: int = 0
     flows_done: int = 0
     last_flow_end: float = 0.0
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a reset: the kernel drops what is still in the send buffer, so the load
+    stops when the check says (a plain close would go on sending it after the deadline)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    writer.transport.abort()
 
 
 class LoadClient:
@@ -172,7 +186,7 @@ class LoadClient:
         except (TimeoutError, ConnectionError, OSError):
             pass
         finally:
-            writer.transport.abort()
+            _reset(writer)
             counter.flows_done += 1
             counter.last_flow_end = time.monotonic()
 
@@ -197,7 +211,7 @@ class LoadClient:
         except (TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
-            writer.transport.abort()
+            _reset(writer)
             counter.flows_done += 1
             counter.last_flow_end = time.monotonic()
 

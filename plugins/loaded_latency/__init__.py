@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from agentd import hookimpl
+from agentd import hookimpl, redact
 from agentd.checks import Check, CheckContext, Outcome, Plan
 from agentd.config import Config, ConfigSection, Secret
 from agentd.errors import AgentdError, ConfigError, ProbeError
@@ -205,6 +205,8 @@ async def run_path_load(ctx: CheckContext) -> Outcome:
     s: LoadedLatencySettings = ctx.section("loaded_latency")
     if s.url is not None:
         target, token, ca_file = Target.parse(s.url), (s.token.reveal() if s.token else None), s.ca_file
+        if token:
+            redact.register_secret(token)  # never in a summary, a log line or an error
     else:
         try:
             found = await _hub_target(ctx, s.timeout_s)

@@ -208,3 +208,16 @@ def test_bad_url_is_a_configuration_error(agentd_env):
     agentd_env.write_config(config_text(extra='[loaded_latency]\nurl = "ftp://somewhere"\n'))
     proc = agentd_env.run("check", "--profile", "full", "--only", "path.load", "--json")
     assert proc.returncode == 2 and "loaded_latency.url" in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def test_a_wrong_token_is_an_error_that_never_shows_the_token(agentd_env, monkeypatch):
+    front, url = await _server(token="the-right-load-token")
+    try:
+        monkeypatch.setenv("AGENTD_TEST_LOAD_TOKEN", "a-wrong-load-token")
+        app = App.load(_config(agentd_env, url, 'token = { env = "AGENTD_TEST_LOAD_TOKEN" }\n'))
+        report = await app.run_check("full", only=["path.load"])
+        (check,) = report.checks
+        assert check.status is Status.ERROR and "refused the token" in check.summary
+        assert "a-wrong-load-token" not in report.to_json() and front.service.stats.refused == 1
+    finally:
+        await front.close()

@@ -239,7 +239,8 @@ async def run_path_load(ctx: CheckContext) -> Outcome:
     if kind == "tcp":
         details["probe_note"] = "no stun:/turn: UDP url known: round trips are TCP handshakes to the load service"
 
-    service = LoadClient(target, token=token, ssl_context=client_context(ca_file), timeout_s=s.timeout_s)
+    ssl_context = client_context(ca_file) if target.scheme == "https" else None
+    service = LoadClient(target, token=token, ssl_context=ssl_context, timeout_s=s.timeout_s)
     started = await service.start()
     waited = 0.0
     if isinstance(started, Busy):

@@ -161,7 +161,7 @@ async def test_no_load_during_a_call(agentd_env):
         timeline = Timeline(default_path())  # as the daemon's notifications monitor records calls
         timeline.record("call.start", {"conversationId": "conv-1", "participantId": "p", "source": "notification"})
         timeline.close()
-        app = App.load(_config(agentd_env, url))
+        app = App.load(_config(agentd_env, url, "upload_cap_mb = 1\ndownload_cap_mb = 2\n"))  # small: the service shares this test's loop
         report = await app.run_check("full", only=["path.load"])
         (check,) = report.checks
         assert check.status is Status.SKIP and check.details["reason"] == "call_active"

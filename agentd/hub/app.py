@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any
 
 import structlog
@@ -53,6 +54,12 @@ PAGE_CSP = (
 PROFILES = ("preshift", "full")
 RUN_ANSWER_S = 30.0
 """A run the PC did not start answering within this is shown as failed."""
+RUN_IDLE_S = 120.0
+"""A running run with no progress from the PC for this long has timed out (the longest check's deadline is shorter)."""
+RUN_OFFLINE = "the PC went offline during the check"
+RUN_STATES = {"requested": "requested", "sent": "sent to the PC", "running": "running", "done": "done", "failed": "failed",
+              "offline": "PC went offline", "timed_out": "timed out"}
+"""A run's states as the PC page names them."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,12 @@ class HubSettings:
     login_per_s: float = 0.2
     login_burst: float = 10.0
     site_window_s: float = 1800.0
-    site_min_pcs: int = 2
+    site_min_pcs: int = 3
+    site_min_share: float = 0.6
+    sites: tuple[fleet.Site, ...] = ()
+    """``[hub] sites``: named sites and their public prefixes (else a site is a /24 or /48)."""
+    public_url: str | None = None
+    """``[hub] url``: the hub's address as people open it, for links in alerts."""
     revocation_sweep_s: float = 2.0
 
 
@@ -87,15 +99,19 @@ class Hub:
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
         self.templates.filters["when"] = _when
         self._sweeper: asyncio.Task | None = None
+        self._run_sweeper: asyncio.Task | None = None
 
     async def startup(self) -> None:
         await self.agents.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_revoked())
+        self._run_sweeper = asyncio.get_running_loop().create_task(self._sweep_runs())
         log.info("hub ready", node=self.settings.node, database=redact_url(self.settings.database))
 
     async def shutdown(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._run_sweeper is not None:
+            self._run_sweeper.cancel()
         await self.agents.stop()
         await self.engine.dispose()
 
@@ -117,12 +133,22 @@ class Hub:
             except Exception as exc:  # the database away for a moment: try again next round
                 log.warning("revocation sweep failed", error=type(exc).__name__)
 
+    async def _sweep_runs(self) -> None:
+        """Runs end even when nobody watches them: unanswered ones fail, silent ones time out
+        (a hub process that died with a PC's socket leaves its runs to this)."""
+        while True:
+            await asyncio.sleep(5.0)
+            try:
+                await self.store.expire_runs(answer_s=RUN_ANSWER_S, idle_s=RUN_IDLE_S)
+            except Exception as exc:
+                log.warning("run sweep failed", error=type(exc).__name__)
+
     # -- fleet correlation ----------------------------------------------------------------------
 
     async def site_verdicts(self) -> list[fleet.FleetVerdict]:
         s = self.settings
         rows = await self.store.recent_reports(time.time() - s.site_window_s)
-        window = fleet.window_from_rows(rows, s.site_window_s, min_pcs=s.site_min_pcs)
+        window = fleet.window_from_rows(rows, s.site_window_s, sites=s.sites, min_pcs=s.site_min_pcs, min_share=s.site_min_share)
         return fleet.correlate(self.fleet_rules, window)
 
 
@@ -294,7 +320,21 @@ async def agent_socket(ws: WebSocket) -> None:
         if hub.agents.detach(pc.install_id, ws):
             with contextlib.suppress(Exception):
                 await hub.store.seen(pc.install_id, node=None)
+            await _end_runs_offline(hub, pc.install_id)
         log.info("PC disconnected", install_id=pc.install_id)
+
+
+async def _end_runs_offline(hub: Hub, install_id: str) -> None:
+    """The PC's socket closed (the last one it had here): its runs in progress end as offline."""
+    for run_id in [r for r, owner in hub.agents.runs.items() if owner == install_id]:
+        hub.agents.runs.pop(run_id, None)
+    try:
+        ended = await hub.store.end_runs_of(install_id, "offline", RUN_OFFLINE)
+    except Exception as exc:  # the database away: the runs time out instead
+        log.warning("runs not ended on disconnect", install_id=install_id, error=type(exc).__name__)
+        return
+    if ended:
+        log.info("runs ended: PC offline", install_id=install_id, runs=ended)
 
 
 # -- the JSON API ---------------------------------------------------------------------------------
@@ -373,7 +413,7 @@ async def api_start_check(request: Request) -> Response:
     if pc is None or pc["revoked"] is not None:
         return error(f"no enrolled PC {install_id!r}", 404)
     if not pc["connected_node"]:
-        return error("the PC is not connected to the hub now; its next scheduled check will still arrive", 409)
+        return error("the PC is not connected to the hub now: start agentd on it (or wait until it reconnects), then try again", 409)
     run_id = await hub.store.new_run(install_id, profile, who.user)
     state = await hub.agents.request_check(run_id, install_id, profile)
     log.info("check requested", run=run_id, install_id=install_id, user=who.user, state=state)
@@ -383,12 +423,14 @@ async def api_start_check(request: Request) -> Response:
 @needs_user
 async def api_run(request: Request) -> Response:
     hub: Hub = request.app.state.hub
-    run = await hub.store.run(request.path_params["run_id"])
+    try:
+        after = max(0, int(request.query_params.get("after", "0")))
+    except ValueError:
+        return error("after must be a progress sequence number (an integer)")
+    await hub.store.expire_runs(answer_s=RUN_ANSWER_S, idle_s=RUN_IDLE_S)
+    run = await hub.store.run(request.path_params["run_id"], after=after)
     if run is None:
         return error("no such run", 404)
-    if run["state"] in ("requested", "sent") and not run["events"] and time.time() - run["created"] > RUN_ANSWER_S:
-        await hub.store.run_state(run["id"], "failed", error=f"the PC did not start the check within {RUN_ANSWER_S:g} s")
-        run = await hub.store.run(run["id"]) or run
     return JSONResponse(run)
 
 
@@ -419,20 +461,32 @@ async def healthz(request: Request) -> Response:
 async def login_page(request: Request) -> Response:
     hub: Hub = request.app.state.hub
     if request.method == "GET":
-        return page(hub, "login.html", error=None)
+        return page(hub, "login.html", error=None, next=local_path(request.query_params.get("next")))
     ip = client_ip(request)
-    if not hub.login_limit.allow(f"login:{ip}"):
-        return page(hub, "login.html", 429, error="Too many attempts; wait a minute.")
     form = await request.form()
+    target = local_path(str(form.get("next") or ""))
+    if not hub.login_limit.allow(f"login:{ip}"):
+        return page(hub, "login.html", 429, error="Too many attempts; wait a minute.", next=target)
     name, password = str(form.get("name") or ""), str(form.get("password") or "")
     if not await hub.store.check_password(name, password):
         log.info("login refused", user=name[:100], client=ip)
-        return page(hub, "login.html", 401, error="Wrong name or password.")
+        return page(hub, "login.html", 401, error="Wrong name or password.", next=target)
     sid, _ = await hub.store.new_session(name)
     log.info("login", user=name)
-    response = RedirectResponse("/", status_code=303)
-    response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict", secure=request.url.scheme == "https", max_age=12 * 3600)
+    response = RedirectResponse(target or "/", status_code=303)
+    # Lax: a link from a ticket or from Genesys (another site) arrives logged in; every change is a POST with a CSRF token
+    response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="lax", secure=request.url.scheme == "https", max_age=12 * 3600)
     return response
+
+
+def local_path(value: str | None) -> str:
+    """``value`` when it is a path on this hub (``/reports/...?x=y``), else "": a login never
+    sends anyone to another site (``//evil``, ``/\\evil``, ``https://...``, control characters)."""
+    if not value or len(value) > 2000 or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return ""
+    if any(ord(c) < 0x20 or c in "\\\x7f" for c in value):
+        return ""
+    return value
 
 
 async def logout(request: Request) -> Response:
@@ -453,7 +507,8 @@ def needs_login(handler: Any) -> Any:
     async def wrapped(request: Request) -> Response:
         who = await helpdesk(request)
         if who is None:
-            return RedirectResponse("/login", status_code=303)
+            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse("/login" + (f"?next={quote(here, safe='')}" if here != "/" else ""), status_code=303)
         request.state.who = who
         return await handler(request)
 
@@ -501,7 +556,11 @@ async def pc_page(request: Request) -> Response:
     if pc is None:
         return page(hub, "missing.html", 404, who=request.state.who, what=f"PC {install_id}")
     rows = await hub.store.report_rows(install_id)
-    return page(hub, "pc.html", who=request.state.who, pc=pc, rows=rows, chart=history_chart(rows), profiles=PROFILES)
+    await hub.store.expire_runs(answer_s=RUN_ANSWER_S, idle_s=RUN_IDLE_S)
+    pc_runs = await hub.store.runs_of(install_id)
+    active = next((r["id"] for r in pc_runs if not r["ended"]), "")
+    return page(hub, "pc.html", who=request.state.who, pc=pc, rows=rows, chart=history_chart(rows), profiles=PROFILES,
+                runs=pc_runs, active_run=active, run_states=RUN_STATES)
 
 
 @needs_login
@@ -513,9 +572,9 @@ async def report_page(request: Request) -> Response:
     if found is None:
         return page(hub, "missing.html", 404, who=request.state.who, what=f"report {request.path_params['report_id']}")
     report = Report.from_json(found[1])
-    sites = [v.as_verdict() for v in await hub.site_verdicts() if report.id in v.reports]
-    if sites:  # the fleet's finding first: it explains this PC's failure
-        report = report.with_verdicts((*sites, *report.verdicts))
+    sites = [v for v in await hub.site_verdicts() if report.id in v.reports]
+    if sites:  # the PC's own finding first, unless the site's names the same network cause
+        report = report.with_verdicts(fleet.own_finding_first(report.verdicts, sites))
     return HTMLResponse(render_html(report), headers={"Content-Security-Policy": CSP + "; frame-ancestors 'self'",
                                                       "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 

@@ -90,11 +90,11 @@ def _run(args: argparse.Namespace, app: App) -> Any:
 
     url = db.resolve_url(getattr(args, "database", None))
     if action == "serve":
-        return _serve(args, url)
+        return _serve(args, url, app)
     return _admin(args, action, url)
 
 
-def _serve(args: argparse.Namespace, url: str) -> int:
+def _serve(args: argparse.Namespace, url: str, app: App | None = None) -> int:
     from agentd.hub.server import serve
 
     host, _, port = args.listen.rpartition(":")
@@ -108,8 +108,18 @@ def _serve(args: argparse.Namespace, url: str) -> int:
             args.tls_cert, args.tls_key = str(cert), str(key)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
+    from agentd.hub.fleet import parse_sites
+
+    section = None  # [hub] url (links in alerts) and sites, when the hub plugin is loaded and the section given
+    if app is not None and "hub" in app.config.sections:
+        section = app.config.sections["hub"]
+    try:
+        sites = parse_sites(getattr(section, "sites", None))
+    except ValueError as exc:
+        raise UsageError(f"{app.config.path or 'configuration'}: {exc}") from None
     return serve(url, host.strip("[]"), int(port), max_report_bytes=args.max_report_kb * 1024,
-                 site_window_s=args.site_window_min * 60, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                 site_window_s=args.site_window_min * 60, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                 sites=sites, public_url=getattr(section, "url", None))
 
 
 def _stamp(ts: float | None) -> str:

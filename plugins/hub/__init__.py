@@ -56,6 +56,7 @@ class HubClientSettings:
     reconnect_min_s: float = field(default=1.0, metadata={"help": "first wait before reconnecting; doubles, with jitter", "min": 0.05, "max": 600})
     reconnect_max_s: float = field(default=60.0, metadata={"help": "longest wait between reconnects", "min": 0.1, "max": 3600})
     genesys_attributes: bool = field(default=False, metadata={"help": "also write an incident report's summary (top verdict, report id, hub link) onto the agent's call participant in Genesys Cloud"})
+    sites: dict[str, tuple[str, ...]] = field(default_factory=dict, metadata={"help": "on the hub server (agentd hub serve): site names and the public prefixes their PCs come from, {Lisbon = [\"198.51.100.0/24\"]}; a PC elsewhere is placed by its /24 (IPv6: /48)"})
 
 
 # -- the install token -------------------------------------------------------------------

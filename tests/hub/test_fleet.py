@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import httpx
 
-from agentd.hub.fleet import PcReport, FleetWindow, SiteOutageRule
+import pytest
+
+from agentd.hub.fleet import FleetWindow, PcReport, SiteOutageRule, own_finding_first, parse_sites, site_of
+from agentd.model import Severity, Verdict
 from tests.hub.conftest import enroll, make_report, post_report
 
 
@@ -46,18 +49,83 @@ def test_site_outage_named_on_the_fleet_page_and_each_affected_report(live_hub):
         assert 'data-code="network.site_outage"' not in client.get(f"/reports/{posted['127.0.3.31'][1]}").text
 
 
-def rows(*specs):
-    return tuple(PcReport(f"pc{i}", f"r{i}", f"h{i}", 0.0, ip, frozenset(failed), frozenset(passed)) for i, (ip, failed, passed) in enumerate(specs))
+def rows(*specs, start=0):
+    out = []
+    for i, spec in enumerate(specs, start):
+        ip, failed, passed, *rest = spec
+        out.append(PcReport(f"pc{i}", f"r{i}", f"h{i}", 0.0, ip, frozenset(failed), frozenset(passed),
+                            own_cause=rest[0] if rest else None, site=rest[1] if len(rest) > 1 else None))
+    return tuple(out)
 
 
-def test_site_outage_rule_needs_failures_here_and_passes_elsewhere():
-    rule = SiteOutageRule()
-    everyone_fails = rows(("10.0.0.1", {"stun"}, set()), ("10.0.0.2", {"stun"}, set()), ("10.9.0.1", {"stun"}, set()))
-    assert rule.agentd_hub_correlate(FleetWindow(everyone_fails, 1800)) == []
-    lonely = rows(("10.0.0.1", {"stun"}, set()), ("10.9.0.1", set(), {"stun"}))
-    assert rule.agentd_hub_correlate(FleetWindow(lonely, 1800)) == []
-    # two PCs behind one NAT address: the exact address names them, not the wider prefix
-    nat = rows(("198.51.100.7", {"turn.udp"}, set()), ("198.51.100.7", {"turn.udp"}, set()), ("198.51.100.9", set(), {"turn.udp"}),
-               ("203.0.113.5", set(), {"turn.udp"}))
-    found = rule.agentd_hub_correlate(FleetWindow(nat, 1800))
-    assert [(v.scope, v.install_ids) for v in found] == [("198.51.100.7/32", ("pc0", "pc1"))]
+def correlate(reports, **kw):
+    return SiteOutageRule().agentd_hub_correlate(FleetWindow(tuple(reports), 1800, **kw))
+
+
+ELSEWHERE = [(f"203.0.113.{i}", set(), {"turn.udp", "udp.ports", "stun"}) for i in range(1, 6)]
+
+
+def test_a_mixed_cause_site_gets_no_site_verdict():
+    # three PCs fail TURN because their own credentials are wrong, one passes: the site's network is fine
+    auth = rows(*[(f"10.1.1.{i}", {"turn.udp", "turn.tcp"}, {"dns"}, "config.turn_auth_failed") for i in range(1, 4)],
+                ("10.1.1.9", set(), {"dns", "turn.udp", "turn.tcp"}), *ELSEWHERE)
+    assert correlate(auth) == []
+    # the same without the passing PC: still none, their own cause is not the site's
+    assert correlate(auth[:3] + auth[4:]) == []
+    # five PCs fail UDP for a network reason, but one PC there passes it: never a site verdict
+    one_passes = rows(*[(f"10.1.1.{i}", {"turn.udp"}, {"dns"}) for i in range(1, 6)], ("10.1.1.9", set(), {"turn.udp"}), *ELSEWHERE)
+    assert correlate(one_passes) == []
+    # host trouble on four PCs and two network failures: the two are too few (3 needed), the four not counted
+    host = rows(*[(f"10.1.1.{i}", {"media.path"}, {"dns"}, "host.resource_exhaustion") for i in range(1, 5)],
+                ("10.1.1.7", {"turn.udp"}, set(), "network.firewall_udp_blocked"), ("10.1.1.8", {"turn.udp"}, set(), None), *ELSEWHERE)
+    assert correlate(host) == []
+
+
+def test_most_of_a_named_site_failing_udp_gives_one_verdict_naming_the_site_and_its_checks():
+    sites = parse_sites({"Lisbon": ["198.51.100.0/24", "192.0.2.0/25"], "Porto": ["192.0.2.128/25"]})
+    failing = [(f"198.51.100.{i}", {"turn.udp", "udp.ports"}, {"dns", "turn.tcp"}, "network.firewall_udp_blocked") for i in range(1, 31)]
+    failing += [(f"192.0.2.{i}", {"turn.udp", "udp.ports"}, {"dns"}, "check.unexplained") for i in range(1, 4)]
+    quiet = [(f"198.51.100.{i}", set(), {"dns", "https"}) for i in range(100, 107)]  # a short pre-shift without UDP checks
+    porto = [("192.0.2.200", set(), {"turn.udp", "udp.ports", "dns"})]
+    reports = [PcReport(r.install_id, r.report_id, r.hostname, 0.0, r.public_ip, r.failed, r.passed, r.own_cause,
+                        site_of(r.public_ip, sites)) for r in rows(*failing, *quiet, *porto, *ELSEWHERE)]
+    assert sum(1 for r in reports if r.site == "Lisbon") == 40
+    found = correlate(reports)
+    assert len(found) == 1, found
+    verdict = found[0]
+    assert verdict.scope == "Lisbon" and verdict.check_ids == ("turn.udp", "udp.ports")
+    assert len(verdict.install_ids) == 33 and verdict.counts == {"reporting": 40, "failing": 33, "passing": 7, "own_cause": 0}
+    assert "33 of 40 PCs at Lisbon fail turn.udp, udp.ports" in verdict.summary
+    assert verdict.as_verdict().evidence == ("check:turn.udp", "check:udp.ports")
+
+
+def test_site_verdict_thresholds():
+    # two of two: fewer than three PCs
+    assert correlate(rows(("10.2.0.1", {"stun"}, set()), ("10.2.0.2", {"stun"}, set()), *ELSEWHERE)) == []
+    # three of six (50 %): not most of the site
+    half = rows(*[(f"10.2.0.{i}", {"stun"}, set()) for i in range(1, 4)], *[(f"10.2.0.{i}", set(), {"dns"}) for i in range(4, 7)], *ELSEWHERE)
+    assert correlate(half) == []
+    # three of five (60 %): a site verdict
+    assert [v.scope for v in correlate(half[:5] + half[6:])] == ["10.2.0.0/24"]
+    # failing wherever it ran (no PC elsewhere passes it): the fleet's or the platform's, not one site's
+    everywhere = rows(*[(f"10.2.0.{i}", {"stun"}, set()) for i in range(1, 5)], *[(f"10.3.0.{i}", {"stun"}, set()) for i in range(1, 5)])
+    assert correlate(everywhere) == []
+
+
+def test_the_pcs_own_finding_comes_first_unless_it_is_the_same_network_cause():
+    site = correlate(rows(*[(f"10.4.0.{i}", {"turn.udp"}, {"dns"}) for i in range(1, 5)], *ELSEWHERE))
+    assert len(site) == 1
+    own = Verdict("network.packet_loss", Severity.WARNING, 0.7, "loss on the path", evidence=("check:media.path",))
+    other = Verdict("check.unexplained", Severity.WARNING, 0.3, "dns", evidence=("check:dns",))
+    assert [v.code for v in own_finding_first((own, other), site)] == ["network.packet_loss", "network.site_outage", "check.unexplained"]
+    same = Verdict("network.firewall_udp_blocked", Severity.CRITICAL, 0.9, "UDP blocked", evidence=("check:turn.udp",))
+    assert [v.code for v in own_finding_first((same,), site)] == ["network.site_outage", "network.firewall_udp_blocked"]
+    assert [v.code for v in own_finding_first((other,), site)] == ["network.site_outage", "check.unexplained"]
+    assert own_finding_first((own,), []) == [own]
+
+
+def test_sites_configuration_names_a_bad_prefix():
+    with pytest.raises(ValueError, match=r"sites.Lisbon: '198.51.100.0/33' is not an address prefix"):
+        parse_sites({"Lisbon": ["198.51.100.0/33"]})
+    sites = parse_sites({"Wide": ["10.0.0.0/8"], "Narrow": ["10.5.0.0/16"]})
+    assert (site_of("10.5.1.2", sites), site_of("10.6.1.2", sites), site_of("172.16.0.1", sites)) == ("Narrow", "Wide", "172.16.0.0/24")

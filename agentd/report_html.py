@@ -271,7 +271,7 @@ h1 { font-size: 1.4rem; margin: 0 0 4px; } h2 { font-size: 1.1rem; margin: 28px 
 .meta { color: #5b6472; font-size: .9rem; }
 .badge { display: inline-block; padding: 2px 10px; border-radius: 12px; font-weight: 700; color: #fff; }
 .ready { background: #2e7d32; } .not-ready { background: #c62828; }
-.badge.critical { background: #c62828; } .badge.warning { background: #b26a00; } .badge.info { background: #1565c0; }
+.badge.critical { background: #c62828; } .badge.warning { background: #975a00; } .badge.info { background: #1565c0; }
 .verdict { background: #fff; border-left: 6px solid #999; border-radius: 6px; padding: 10px 14px; margin: 10px 0; box-shadow: 0 1px 2px #0001; }
 .verdict.critical { border-color: #c62828; } .verdict.warning { border-color: #ef8f00; } .verdict.info { border-color: #1976d2; }
 .verdict .code { font-family: ui-monospace, monospace; font-weight: 700; } .verdict .sev { text-transform: uppercase; font-size: .75rem; font-weight: 700; margin-right: 8px; }
@@ -279,7 +279,7 @@ h1 { font-size: 1.4rem; margin: 0 0 4px; } h2 { font-size: 1.1rem; margin: 28px 
 .none { color: #2e7d32; font-weight: 600; }
 table { border-collapse: collapse; width: 100%; background: #fff; font-size: .9rem; }
 th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid #e6e8ec; vertical-align: top; }
-td.status { font-weight: 700; } .pass { color: #2e7d32; } .warn { color: #ef8f00; } .fail { color: #c62828; } .error { color: #8e24aa; } .skip { color: #888; }
+td.status { font-weight: 700; } .pass { color: #2e7d32; } .warn { color: #9a5b00; } .fail { color: #c62828; } .error { color: #8e24aa; } .skip { color: #5f6368; }
 tr.target, div.target { outline: 2px solid #1976d2; }
 pre { white-space: pre-wrap; word-break: break-word; font-size: .78rem; background: #f0f2f5; padding: 8px; border-radius: 4px; }
 svg.chart { background: #fff; border-radius: 6px; margin: 8px 0; box-shadow: 0 1px 2px #0001; }

@@ -303,36 +303,102 @@ class Store:
                                                     state="requested", created=now(), updated=now()))
         return run_id
 
-    async def run_state(self, run_id: str, state: str, *, report_id: str | None = None, error: str | None = None) -> None:
+    async def run_state(self, run_id: str, state: str, *, report_id: str | None = None, error: str | None = None) -> bool:
+        """Move a run on. An ended run stays ended, except that a report arriving after
+        all (``done``) wins over a timeout or a lost socket. True when the run changed."""
         values: dict[str, Any] = {"state": state, "updated": now()}
         if report_id:
             values["report_id"] = report_id
         if error:
             values["error"] = error[:500]
+        allowed = RUN_ACTIVE + (("timed_out", "offline") if state == "done" else ())
         async with self.engine.begin() as conn:
-            await conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+            done = await conn.execute(runs.update().where(runs.c.id == run_id, runs.c.state.in_(allowed)).values(**values))
+        return done.rowcount > 0
 
-    async def add_run_event(self, run_id: str, seq: int, event: dict[str, Any]) -> None:
+    async def add_run_event(self, run_id: str, seq: int, event: dict[str, Any]) -> bool:
+        """Keep one progress event of a run; at most ``RUN_EVENT_CAP`` per run (a PC may
+        not fill the database), the last kept one then says so. False: not kept."""
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(run_events.insert().values(run_id=run_id, seq=seq, at=now(), event=json.dumps(event)[:20000]))
-                await conn.execute(runs.update().where(runs.c.id == run_id, runs.c.state.in_(("requested", "sent"))).values(state="running", updated=now()))
+                kept = (await conn.execute(sa.select(sa.func.count()).select_from(run_events).where(run_events.c.run_id == run_id))).scalar_one()
+                if kept > RUN_EVENT_CAP:
+                    return False
+                if kept == RUN_EVENT_CAP:
+                    event = {"event": "capped", "text": f"more progress than the hub keeps for one run ({RUN_EVENT_CAP} events); the report will have it all"}
+                await conn.execute(run_events.insert().values(run_id=run_id, seq=seq, at=now(), event=json.dumps(slim_event(event))))
+                await conn.execute(runs.update().where(runs.c.id == run_id, runs.c.state.in_(("requested", "sent", "running"))).values(state="running", updated=now()))
         except IntegrityError:
-            pass  # the same event again after a reconnect
+            return False  # the same event again after a reconnect
+        return True
 
-    async def run(self, run_id: str) -> dict[str, Any] | None:
+    async def run(self, run_id: str, *, after: int = 0) -> dict[str, Any] | None:
+        """A run with its progress events (those with ``seq`` above ``after``: a page
+        that polls asks only for what it has not shown)."""
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).mappings().first()
             if row is None:
                 return None
-            events = (await conn.execute(sa.select(run_events.c.seq, run_events.c.at, run_events.c.event).where(run_events.c.run_id == run_id).order_by(run_events.c.seq))).all()
+            events = (await conn.execute(sa.select(run_events.c.seq, run_events.c.at, run_events.c.event)
+                                         .where(run_events.c.run_id == run_id, run_events.c.seq > after).order_by(run_events.c.seq))).all()
             report_ok = False
             if row["report_id"]:
                 report_ok = (await conn.execute(sa.select(reports.c.id).where(reports.c.id == row["report_id"]))).first() is not None
         data = dict(row)
         data["events"] = [{"seq": e.seq, "at": e.at, **json.loads(e.event)} for e in events]
         data["report_stored"] = report_ok
+        data["ended"] = row["state"] not in RUN_ACTIVE
+        data["progress_cap"] = RUN_EVENT_CAP
         return data
+
+    # -- runs: their end and their list (the helpdesk's "what happened to my check") -------------------
+
+    async def end_runs_of(self, install_id: str, state: str, error: str) -> list[str]:
+        """End every active run of a PC (its socket closed: ``offline``). Returns their ids."""
+        async with self.engine.begin() as conn:
+            ids = [r.id for r in (await conn.execute(sa.select(runs.c.id).where(runs.c.install_id == install_id, runs.c.state.in_(RUN_ACTIVE)))).all()]
+            if ids:
+                await conn.execute(runs.update().where(runs.c.id.in_(ids), runs.c.state.in_(RUN_ACTIVE)).values(state=state, error=error[:500], updated=now()))
+        return ids
+
+    async def expire_runs(self, *, answer_s: float, idle_s: float) -> int:
+        """A run the PC never started within ``answer_s`` fails; a running one with no
+        event for ``idle_s`` times out. Returns how many ended."""
+        t = now()
+        async with self.engine.begin() as conn:
+            silent = await conn.execute(runs.update().where(runs.c.state.in_(("requested", "sent")), runs.c.updated < t - answer_s)
+                                        .values(state="failed", error=f"the PC did not start the check within {answer_s:g} s", updated=t))
+            idle = await conn.execute(runs.update().where(runs.c.state == "running", runs.c.updated < t - idle_s)
+                                      .values(state="timed_out", error=f"no progress from the PC for {idle_s:g} s", updated=t))
+        return silent.rowcount + idle.rowcount
+
+    async def runs_of(self, install_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        """A PC's recent runs, newest first: who started each, when, and how it ended."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(runs).where(runs.c.install_id == install_id)
+                                       .order_by(runs.c.created.desc()).limit(limit))).mappings().all()
+        return [dict(r) | {"ended": r["state"] not in RUN_ACTIVE} for r in rows]
+
+
+RUN_ACTIVE = ("requested", "sent", "running")
+"""A run in one of these states has not ended: done, failed, offline or timed_out end it."""
+RUN_EVENT_CAP = 200
+"""Progress events kept per run (about 12 checks start, note and finish well within it)."""
+
+
+def slim_event(event: dict[str, Any]) -> dict[str, Any]:
+    """What a progress row shows, bounded: a PC's event never stores more than about 1 KB."""
+    def text(value: Any, limit: int) -> str:
+        return value[:limit] if isinstance(value, str) else ""
+
+    out: dict[str, Any] = {"event": text(event.get("event"), 20) or "unknown"}
+    for key, limit in (("check_id", 100), ("title", 200), ("text", 400), ("summary", 400)):
+        if key in event:
+            out[key] = text(event[key], limit)
+    result = event.get("result")
+    if isinstance(result, dict):
+        out["result"] = {k: text(result.get(k), 400 if k == "summary" else 100) for k in ("id", "status", "summary")}
+    return out
 
 
 def _number(value: Any) -> bool:

@@ -77,7 +77,10 @@ def test_helpdesk_runs_a_check_from_the_browser_and_hostile_text_stays_text(live
     assert page.locator("#run-report-link").count() == 0  # progress came before the report
     page.wait_for_selector("#run-report-link", timeout=60_000)
     lines = page.locator("#progress li").all_inner_texts()
-    assert any(line.startswith("started hubtest.slow") for line in lines)
+    assert len(page.locator("#progress li[data-check='hubtest.slow']").all()) == 1  # one row per check
+    slow = page.inner_text("#progress li[data-check='hubtest.slow']")
+    assert slow.startswith("FAIL hubtest.slow: ") and "half way there" in slow
+    assert page.get_attribute("#progress", "aria-live") == "polite"
     assert any(HOSTILE_SUMMARY in line for line in lines)  # as text, not as markup
     frame = page.frame_locator("#run-report-frame")
     frame.locator("#checks").wait_for(timeout=30_000)

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "idle_daemon": "the idle daemon's memory and CPU over a minute with the host timeline on (issue 7)",
     "chromium": "Chromium's WebRTC as the reference: transport and loss next to media.path in the lab (issue 11; root)",
     "hub": "the helpdesk hub: 5 000 PCs on one process, memory per connection, trigger to first progress, ingest (issue 12)",
+    "hub_fleet": "the hub's fleet page and PC list at 5 000 PCs: server time and size of a page (issue 23)",
     "media_loss": "media.path transport and loss over 20 full pre-shift runs per loss level in the lab (issue 11; root)",
     "faults": "memory under hostile input: a 50 MB Genesys answer, 200 control clients with 4 MiB lines (issue 14)",
     "bufferbloat": "path.load's added delay on a tbf-bloated uplink (truth 300 ms) and a clean link, bytes per test (issue 20; root)",

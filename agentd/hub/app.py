@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from typing import Any
 
 import structlog
@@ -35,7 +35,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agentd.hub import fleet
+from agentd.hub import fleet, fleetview
 from agentd.hub import load as load_test
 from agentd.hub.agents import Agents
 from agentd.hub.db import is_postgres, make_engine, redact_url
@@ -96,8 +96,11 @@ class Hub:
         self.login_limit = RateLimiter(settings.login_per_s, settings.login_burst)
         self.enroll_limit = RateLimiter(settings.login_per_s * 5, settings.login_burst * 5)
         self.fleet_rules = fleet.manager()
+        self.site_map = fleet.SiteMap(settings.sites)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
         self.templates.filters["when"] = _when
+        self.templates.filters["iso"] = _iso
+        self.templates.filters["ago"] = fleetview.ago
         self._sweeper: asyncio.Task | None = None
         self._run_sweeper: asyncio.Task | None = None
 
@@ -148,19 +151,36 @@ class Hub:
     async def site_verdicts(self) -> list[fleet.FleetVerdict]:
         s = self.settings
         rows = await self.store.recent_reports(time.time() - s.site_window_s)
-        window = fleet.window_from_rows(rows, s.site_window_s, sites=s.sites, min_pcs=s.site_min_pcs, min_share=s.site_min_share)
+        window = fleet.window_from_rows(rows, s.site_window_s, sites=self.site_map, min_pcs=s.site_min_pcs, min_share=s.site_min_share)
         return fleet.correlate(self.fleet_rules, window)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def _when(ts: Any) -> str:
+def _moment(ts: Any) -> datetime | None:
     if ts is None:
-        return "-"
-    if isinstance(ts, str):
-        return ts.replace("T", " ").replace("Z", " UTC")
-    return datetime.fromtimestamp(float(ts), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return None
+    try:
+        if isinstance(ts, str):
+            return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(timezone.utc)
+        return datetime.fromtimestamp(float(ts), timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _when(ts: Any) -> str:
+    """UTC to the second (the page's script shows it in the viewer's own time zone)."""
+    moment = _moment(ts)
+    if moment is None:
+        return "-" if ts is None else str(ts)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso(ts: Any) -> str:
+    """For ``<time datetime=...>``."""
+    moment = _moment(ts)
+    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def error(message: str, status: int = 400, **headers: str) -> JSONResponse:
@@ -353,19 +373,6 @@ def needs_user(handler: Any) -> Any:
     return wrapped
 
 
-def _pc_row(row: dict[str, Any], sites: dict[str, list[fleet.FleetVerdict]]) -> dict[str, Any]:
-    return {
-        "install_id": row["install_id"], "hostname": row["hostname"], "user": row["agent_user"],
-        "connected": bool(row["connected_node"]), "revoked": row["revoked"] is not None,
-        "last_seen": row["last_seen"], "public_ip": row["report_ip"] or row["public_ip"],
-        "latest_preshift": None if row["report_id"] is None else {
-            "id": row["report_id"], "created": row["created"], "ready": bool(row["ready"]), "top_verdict": row["top_verdict"],
-            "failed_checks": [c for c in (row["failed_checks"] or "").split(",") if c],
-        },
-        "site_verdicts": [v.code for v in sites.get(row["install_id"], [])],
-    }
-
-
 async def _sites_by_pc(hub: Hub) -> tuple[list[fleet.FleetVerdict], dict[str, list[fleet.FleetVerdict]]]:
     verdicts = await hub.site_verdicts()
     by_pc: dict[str, list[fleet.FleetVerdict]] = {}
@@ -375,11 +382,31 @@ async def _sites_by_pc(hub: Hub) -> tuple[list[fleet.FleetVerdict], dict[str, li
     return verdicts, by_pc
 
 
+async def _fleet_view(hub: Hub, query: fleetview.FleetQuery) -> dict[str, Any]:
+    """One answer for the fleet page and ``GET /api/v1/pcs``: this page's rows and the counts."""
+    site_verdicts, by_pc = await _sites_by_pc(hub)
+    rows = await hub.store.fleet_rows()
+    fleetview.annotate(rows, hub.site_map)
+    conversation_pcs = await hub.store.install_ids_for_conversation(query.text) if query.text else set()
+    kept = fleetview.select(rows, query, by_pc, conversation_pcs=conversation_pcs)
+    page_rows, pages = fleetview.page_of(kept, query)
+    shown = fleetview.shape(page_rows, by_pc)
+    fleetview.with_preshift(shown, await hub.store.preshift_rows([r["install_id"] for r in shown]))
+    return {"rows": shown, "total": len(kept), "pages": pages, "counts": fleetview.counts(rows), "sites": site_verdicts,
+            "site_counts": fleetview.site_counts(rows), "all_rows": rows}
+
+
 @needs_user
 async def api_pcs(request: Request) -> Response:
+    """``GET /api/v1/pcs``: the fleet, paged (``page``, ``per_page`` up to 500), filtered and sorted like the page."""
     hub: Hub = request.app.state.hub
-    _, by_pc = await _sites_by_pc(hub)
-    return JSONResponse({"pcs": [_pc_row(r, by_pc) for r in await hub.store.fleet()]})
+    try:
+        query = fleetview.FleetQuery.parse(request.query_params, per_page=100)
+    except fleetview.FleetQueryError as exc:
+        return error(str(exc), 422)
+    view = await _fleet_view(hub, query)
+    return JSONResponse({"pcs": view["rows"], "total": view["total"], "page": min(query.page, view["pages"]), "pages": view["pages"],
+                         "per_page": query.per_page, "counts": view["counts"], "sites": view["site_counts"]})
 
 
 def _report_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -518,34 +545,23 @@ def needs_login(handler: Any) -> Any:
 @needs_login
 async def fleet_page(request: Request) -> Response:
     hub: Hub = request.app.state.hub
-    q = request.query_params
-    site_verdicts, by_pc = await _sites_by_pc(hub)
-    rows = [_pc_row(r, by_pc) for r in await hub.store.fleet()]
-    for row in rows:
-        row["network"] = network_of(row["public_ip"]) or "-"
-    counts = {
-        "pcs": len(rows),
-        "ready": sum(1 for r in rows if r["latest_preshift"] and r["latest_preshift"]["ready"]),
-        "not_ready": sum(1 for r in rows if r["latest_preshift"] and not r["latest_preshift"]["ready"]),
-        "no_report": sum(1 for r in rows if not r["latest_preshift"]),
-        "connected": sum(1 for r in rows if r["connected"]),
-    }
-    readiness, verdict, network = q.get("readiness", ""), q.get("verdict", ""), q.get("network", "")
-    verdict_codes = sorted({r["latest_preshift"]["top_verdict"] for r in rows if r["latest_preshift"] and r["latest_preshift"]["top_verdict"]})
-    networks = sorted({r["network"] for r in rows if r["network"] != "-"})
-    shown = [
-        r for r in rows
-        if (not readiness or (readiness == "ready" and r["latest_preshift"] and r["latest_preshift"]["ready"])
-            or (readiness == "not_ready" and r["latest_preshift"] and not r["latest_preshift"]["ready"])
-            or (readiness == "none" and not r["latest_preshift"]))
-        and (not verdict or (r["latest_preshift"] and r["latest_preshift"]["top_verdict"] == verdict) or verdict in r["site_verdicts"])
-        and (not network or r["network"] == network)
-    ]
-    search = q.get("q", "").strip()[:200]
-    results = await hub.store.search(search) if search else None
-    return page(hub, "fleet.html", who=request.state.who, rows=shown, counts=counts, sites=site_verdicts,
-                readiness=readiness, verdict=verdict, network=network, verdict_codes=verdict_codes, networks=networks,
-                search=search, results=results)
+    began = time.perf_counter()
+    try:
+        query = fleetview.FleetQuery.parse(request.query_params)
+    except fleetview.FleetQueryError as exc:
+        return page(hub, "missing.html", 422, who=request.state.who, what=f"the fleet ({exc})")
+    view = await _fleet_view(hub, query)
+    sentences = await hub.store.top_sentences([r["latest"]["id"] for r in view["rows"] if r["latest"]])
+    rows = view.pop("all_rows")
+    verdict_codes = sorted({r["top_verdict"] for r in rows if r["top_verdict"]} | {v.code for v in view["sites"]})
+    site_names = sorted({r["site"] for r in rows if r["site"]})
+    results = await hub.store.search(query.text) if query.text else None
+    now = time.time()
+    answer = page(hub, "fleet.html", who=request.state.who, view=view, query=query, sentences=sentences, verdict_codes=verdict_codes,
+                  site_names=site_names, results=results, search=query.text, now=now, fv=fleetview, urlencode=urlencode,
+                  refresh_s=30)
+    answer.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - began) * 1000:.1f}"  # what benchmarks/hub_fleet.py reads
+    return answer
 
 
 @needs_login

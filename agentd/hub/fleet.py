@@ -83,6 +83,28 @@ def site_of(address: str | None, sites: Sequence[Site] = (), v4_prefix: int = 24
     return best[1] if best else network_of(address, v4_prefix, v6_prefix)
 
 
+class SiteMap:
+    """``site_of`` with a memory: one per hub process (addresses repeat on every page load).
+    Bounded: emptied when it holds more than ``limit`` addresses."""
+
+    def __init__(self, sites: Sequence[Site] = (), v4_prefix: int = 24, v6_prefix: int = 48, limit: int = 200_000) -> None:
+        self.sites = tuple(sites)
+        self.v4_prefix, self.v6_prefix, self.limit = v4_prefix, v6_prefix, limit
+        self._known: dict[str, str | None] = {}
+
+    def __call__(self, address: str | None) -> str | None:
+        if not address:
+            return None
+        try:
+            return self._known[address]
+        except KeyError:
+            pass
+        if len(self._known) >= self.limit:
+            self._known.clear()
+        found = self._known[address] = site_of(address, self.sites, self.v4_prefix, self.v6_prefix)
+        return found
+
+
 @dataclass(frozen=True)
 class FleetWindow:
     reports: tuple[PcReport, ...]
@@ -228,18 +250,18 @@ def correlate(pm: pluggy.PluginManager, window: FleetWindow) -> list[FleetVerdic
     return verdicts
 
 
-def window_from_rows(rows: list[dict[str, Any]], window_s: float, *, sites: Sequence[Site] = (), **kw: Any) -> FleetWindow:
+def window_from_rows(rows: list[dict[str, Any]], window_s: float, *, sites: Sequence[Site] | SiteMap = (), **kw: Any) -> FleetWindow:
     """The latest report of each PC among ``rows`` (oldest first), each PC placed at its site."""
     latest: dict[str, dict[str, Any]] = {}
     for row in rows:
         latest[row["install_id"]] = row
-    v4, v6 = kw.get("v4_prefix", 24), kw.get("v6_prefix", 48)
+    place = sites if isinstance(sites, SiteMap) else SiteMap(sites, kw.get("v4_prefix", 24), kw.get("v6_prefix", 48))
     items = tuple(
         PcReport(
             install_id=r["install_id"], report_id=r["id"], hostname=r["hostname"], created_ts=r["created_ts"],
             public_ip=r["public_ip"], failed=frozenset(filter(None, (r["failed_checks"] or "").split(","))),
             passed=frozenset(filter(None, (r["passed_checks"] or "").split(","))),
-            own_cause=r.get("top_verdict"), site=site_of(r["public_ip"], sites, v4, v6),
+            own_cause=r.get("top_verdict"), site=place(r["public_ip"]),
         )
         for r in latest.values()
     )

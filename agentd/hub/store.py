@@ -280,6 +280,54 @@ class Store:
             rows = (await conn.execute(query)).mappings().all()
         return [dict(r) for r in rows]
 
+    # -- the fleet page at scale (agentd/hub/fleetview.py sorts, filters and pages it) -------------
+
+    async def fleet_rows(self) -> list[dict[str, Any]]:
+        """Every PC with its latest report of any profile (``last_report_id``) and its latest
+        pre-shift: the slim columns the fleet page and API filter and sort on."""
+        latest = reports.alias("latest")
+        cols = [pcs.c.install_id, pcs.c.hostname, pcs.c.agent_user, pcs.c.last_seen, pcs.c.public_ip, pcs.c.revoked,
+                pcs.c.connected_node, latest.c.id.label("report_id"), latest.c.created, latest.c.created_ts, latest.c.profile,
+                latest.c.ready, latest.c.top_verdict, latest.c.public_ip.label("report_ip"), latest.c.failed_checks]
+        query = sa.select(*cols).select_from(pcs.outerjoin(latest, latest.c.id == pcs.c.last_report_id))
+        async with self.engine.connect() as conn:
+            result = await conn.execute(query)
+            keys = list(result.keys())
+            return [dict(zip(keys, row)) for row in result.all()]
+
+    async def preshift_rows(self, install_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The latest pre-shift report (``last_preshift_id``) of a page's PCs."""
+        if not install_ids:
+            return {}
+        query = (sa.select(pcs.c.install_id, reports.c.id, reports.c.created, reports.c.ready, reports.c.top_verdict, reports.c.failed_checks)
+                 .select_from(pcs.join(reports, reports.c.id == pcs.c.last_preshift_id)).where(pcs.c.install_id.in_(list(install_ids))))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return {r["install_id"]: dict(r) for r in rows}
+
+    async def install_ids_for_conversation(self, conversation_id: str) -> set[str]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(reports.c.install_id).where(reports.c.conversation_id == conversation_id).distinct())).all()
+        return {r.install_id for r in rows}
+
+    async def top_sentences(self, report_ids: Sequence[str]) -> dict[str, str]:
+        """The top verdict's sentence of each of a page's reports (read from the bodies:
+        a page holds few)."""
+        if not report_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(reports.c.id, reports.c.body).where(reports.c.id.in_(list(report_ids))))).all()
+        out: dict[str, str] = {}
+        for row in rows:
+            try:
+                verdicts = json.loads(row.body).get("verdicts") or []
+                summary = verdicts[0].get("summary") if verdicts and isinstance(verdicts[0], dict) else None
+            except (ValueError, AttributeError):
+                summary = None
+            if isinstance(summary, str):
+                out[row.id] = summary[:300]
+        return out
+
     async def search(self, text: str, limit: int = 50) -> list[dict[str, Any]]:
         like = f"%{_escape_like(text)}%"
         cols = [c for c in reports.c if c.name != "body"]

@@ -42,7 +42,7 @@ def test_site_outage_named_on_the_fleet_page_and_each_affected_report(live_hub):
         client.post("/login", data={"name": auth[0], "password": auth[1]})
         fleet = client.get("/").text
         assert 'data-code="network.site_outage"' in fleet and "127.0.1.0/24" in fleet
-        filtered = client.get("/", params={"network": "127.0.1.0/24"}).text
+        filtered = client.get("/", params={"site": "127.0.1.0/24"}).text
         assert filtered.count("data-install-id=") == 3
         page = client.get(f"/reports/{posted['127.0.1.11'][1]}").text
         assert 'data-code="network.site_outage"' in page

@@ -56,7 +56,7 @@ RUN_ANSWER_S = 30.0
 """A run the PC did not start answering within this is shown as failed."""
 RUN_IDLE_S = 120.0
 """A running run with no progress from the PC for this long has timed out (the longest check's deadline is shorter)."""
-RUN_OFFLINE = "the PC went offline during the check"
+RUN_OFFLINE = "its connection to the hub closed during the check"
 RUN_STATES = {"requested": "requested", "sent": "sent to the PC", "running": "running", "done": "done", "failed": "failed",
               "offline": "PC went offline", "timed_out": "timed out"}
 """A run's states as the PC page names them."""

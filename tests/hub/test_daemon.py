@@ -14,7 +14,7 @@ from tests.hub.conftest import wait_until
 
 def connected(url: str, auth, install_id: str | None = None):
     def check():
-        pcs = httpx.get(f"{url}/api/v1/pcs", auth=auth, timeout=5).json()["pcs"]
+        pcs = httpx.get(f"{url}/api/v1/pcs", params={"readiness": "connected", "per_page": 500}, auth=auth, timeout=5).json()["pcs"]
         return [p for p in pcs if p["connected"] and (install_id is None or p["install_id"] == install_id)]
     return check
 

@@ -106,6 +106,9 @@
 
   function ended(run) {
     button.disabled = false;
+    list.querySelectorAll("li .badge").forEach(function (badge) {  // checks the run never finished
+      if (badge.textContent === "RUNNING") { badge.textContent = "NOT DONE"; badge.className = "badge status-fail"; }
+    });
     section.dataset.activeRun = "";
     refreshRuns();
     if (run.report_stored) {

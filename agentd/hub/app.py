@@ -78,6 +78,8 @@ class HubSettings:
     """``[hub] sites``: named sites and their public prefixes (else a site is a /24 or /48)."""
     public_url: str | None = None
     """``[hub] url``: the hub's address as people open it, for links in alerts."""
+    alerts: Any = None
+    """An :class:`agentd.hub.alerts.AlertConfig` (``[alerts]``), or None: no alerts."""
     revocation_sweep_s: float = 2.0
 
 
@@ -103,11 +105,17 @@ class Hub:
         self.templates.filters["ago"] = fleetview.ago
         self._sweeper: asyncio.Task | None = None
         self._run_sweeper: asyncio.Task | None = None
+        self.alerter: Any = None
 
     async def startup(self) -> None:
         await self.agents.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_revoked())
         self._run_sweeper = asyncio.get_running_loop().create_task(self._sweep_runs())
+        if self.settings.alerts is not None:
+            from agentd.hub.alerts import Alerter
+
+            self.alerter = Alerter(self.settings.alerts, self.settings.public_url or "", self._alert_inputs)
+            self.alerter.start()
         log.info("hub ready", node=self.settings.node, database=redact_url(self.settings.database))
 
     async def shutdown(self) -> None:
@@ -115,6 +123,8 @@ class Hub:
             self._sweeper.cancel()
         if self._run_sweeper is not None:
             self._run_sweeper.cancel()
+        if self.alerter is not None:
+            await self.alerter.stop()
         await self.agents.stop()
         await self.engine.dispose()
 
@@ -135,6 +145,12 @@ class Hub:
                     await self.agents.close(install_id)
             except Exception as exc:  # the database away for a moment: try again next round
                 log.warning("revocation sweep failed", error=type(exc).__name__)
+
+    async def _alert_inputs(self) -> tuple[list[fleet.FleetVerdict], list[dict[str, Any]]]:
+        """What the alert rules judge: the site verdicts and the per-site counts."""
+        rows = await self.store.fleet_rows()
+        fleetview.annotate(rows, self.site_map)
+        return await self.site_verdicts(), fleetview.site_counts(rows, limit=10_000)
 
     async def _sweep_runs(self) -> None:
         """Runs end even when nobody watches them: unanswered ones fail, silent ones time out

@@ -21,8 +21,11 @@ import sys
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
+from dataclasses import dataclass, field
+
 from agentd import hookimpl
 from agentd.commands import Command
+from agentd.config import ConfigSection, Secret
 from agentd.errors import UsageError
 
 if TYPE_CHECKING:
@@ -71,6 +74,56 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     with_db(pc_actions.add_parser("remove", help="forget a PC (it may enroll again)")).add_argument("install_id", metavar="INSTALL_ID")
 
 
+@dataclass(frozen=True)
+class AlertRuleSettings:
+    """``[[alerts.rules]]``: one condition on the fleet and how long it must hold."""
+
+    kind: str = field(metadata={"help": "site_outage (a network.site_outage verdict) or site_not_ready (many PCs of one site not ready)"})
+    windows: int = field(default=1, metadata={"help": "fire when the condition held in this many ...", "min": 1, "max": 100})
+    of_last: int = field(default=1, metadata={"help": "... of the last this many windows", "min": 1, "max": 100})
+    min_pcs: int = field(default=3, metadata={"help": "at least this many PCs affected", "min": 1})
+    min_share: float = field(default=0.0, metadata={"help": "and at least this share of the site's PCs (0-1)", "min": 0.0, "max": 1.0})
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """``[alerts]`` on the hub server: where alerts go (apprise URLs) and when."""
+
+    urls: tuple[Secret, ...] = field(metadata={"help": "apprise URLs: json://host/path (webhook), mailtos://user:pass@host?to=..., slack://..., msteams://...; secret references when they carry a token"})
+    rules: tuple[AlertRuleSettings, ...] = field(default=(AlertRuleSettings("site_outage"),), metadata={"help": "the conditions ([[alerts.rules]])"})
+    window_s: float = field(default=300.0, metadata={"help": "how often the rules are judged (one window)", "min": 0.1, "max": 86400})
+    suppress_s: float = field(default=3600.0, metadata={"help": "the same alert not again within this", "min": 0.0})
+    notify_clear: bool = field(default=True, metadata={"help": "send a message when the condition clears"})
+    quiet_hours: str | None = field(default=None, metadata={"help": "HH:MM-HH:MM (UTC) in which nothing is sent; what still holds is sent after"})
+
+
+def alert_config(settings: AlertSettings | None) -> Any:
+    """``[alerts]`` as the hub's AlertConfig; UsageError names a bad rule or quiet_hours."""
+    if settings is None:
+        return None
+    from agentd.hub.alerts import KINDS, AlertConfig, Rule, parse_quiet_hours
+
+    for i, rule in enumerate(settings.rules):
+        if rule.kind not in KINDS:
+            raise UsageError(f"[alerts] rules[{i}].kind must be one of {', '.join(KINDS)}, not {rule.kind!r}")
+        if rule.windows > rule.of_last:
+            raise UsageError(f"[alerts] rules[{i}]: windows ({rule.windows}) cannot exceed of_last ({rule.of_last})")
+    if not settings.urls:
+        raise UsageError("[alerts] urls is empty: name at least one receiver (an apprise URL)")
+    try:
+        quiet = parse_quiet_hours(settings.quiet_hours)
+    except ValueError as exc:
+        raise UsageError(f"[alerts] {exc}") from None
+    rules = tuple(Rule(r.kind, r.windows, r.of_last, r.min_pcs, r.min_share) for r in settings.rules)
+    return AlertConfig(urls=tuple(u.reveal() for u in settings.urls), rules=rules, window_s=settings.window_s,
+                       suppress_s=settings.suppress_s, notify_clear=settings.notify_clear, quiet_hours=quiet)
+
+
+@hookimpl
+def agentd_config_sections():
+    return [ConfigSection("alerts", AlertSettings, "the hub server's alerts: receivers (apprise URLs) and rules", optional=True)]
+
+
 def _hub_modules() -> None:
     try:
         import argon2  # noqa: F401
@@ -117,9 +170,11 @@ def _serve(args: argparse.Namespace, url: str, app: App | None = None) -> int:
         sites = parse_sites(getattr(section, "sites", None))
     except ValueError as exc:
         raise UsageError(f"{app.config.path or 'configuration'}: {exc}") from None
+    alerts = alert_config(app.config.sections.get("alerts") if app is not None else None)
+    public_url = getattr(section, "url", None) or f"{'https' if args.tls_cert else 'http'}://{args.listen}"
     return serve(url, host.strip("[]"), int(port), max_report_bytes=args.max_report_kb * 1024,
                  site_window_s=args.site_window_min * 60, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                 sites=sites, public_url=getattr(section, "url", None))
+                 sites=sites, public_url=public_url, alerts=alerts)
 
 
 def _stamp(ts: float | None) -> str:

@@ -129,3 +129,27 @@ def test_sites_configuration_names_a_bad_prefix():
         parse_sites({"Lisbon": ["198.51.100.0/33"]})
     sites = parse_sites({"Wide": ["10.0.0.0/8"], "Narrow": ["10.5.0.0/16"]})
     assert (site_of("10.5.1.2", sites), site_of("10.6.1.2", sites), site_of("172.16.0.1", sites)) == ("Narrow", "Wide", "172.16.0.0/24")
+
+
+def test_named_sites_from_the_hub_configuration(hub, tmp_path):
+    """`agentd hub serve --config` reads [hub] sites: the verdict names the site, not its prefix."""
+    config = tmp_path / "hub.toml"
+    config.write_text('[hub]\nurl = "https://hub.example:8750"\nsites = { "Lisbon floor 2" = ["127.0.1.0/25"] }\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[hub]\nurl = "https://hub.example:8750"\nsites = { Lisbon = ["127.0.1.0/33"] }\n')
+    refused = hub.admin("serve", "--listen", "127.0.0.1:1", "--config", str(bad))
+    assert refused.returncode == 2 and "sites.Lisbon: '127.0.1.0/33' is not an address prefix" in refused.stderr
+    process = hub.start(extra_args=("--config", str(config)))
+    key = hub.enroll_key()
+    auth = hub.add_user()
+    for address, failed in (("127.0.1.11", ("turn.udp",)), ("127.0.1.12", ("turn.udp",)), ("127.0.1.13", ("turn.udp",)),
+                            ("127.0.2.21", ())):
+        with client_from(address) as client:
+            install_id, token = enroll(process.url, key, hostname=f"pc-{address}", client=client)
+            report = make_report(install_id, hostname=f"pc-{address}", failed=failed, passed=("dns",) + (() if failed else ("turn.udp",)))
+            assert post_report(process.url, token, report, client=client).status_code == 201
+    one = httpx.get(f"{process.url}/api/v1/reports/{report.id}", auth=auth, timeout=10).json()
+    assert one["site_verdicts"] == []
+    pcs = httpx.get(f"{process.url}/api/v1/pcs", params={"site": "Lisbon floor 2"}, auth=auth, timeout=10).json()
+    assert pcs["total"] == 3 and all(p["site_verdicts"] == ["network.site_outage"] for p in pcs["pcs"])
+    assert pcs["sites"][0] == {"site": "Lisbon floor 2", "pcs": 3, "not_ready": 3, "stale": 0, "connected": 0}

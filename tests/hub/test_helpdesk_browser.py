@@ -52,7 +52,7 @@ def test_a_helpdesk_day_in_the_browser(live_hub, pc_factory, shots, tmp_path):
     profile.mkdir()
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS,
-                                                       viewport={"width": 1366, "height": 900})
+                                                       viewport={"width": 1366, "height": 900}, timezone_id="America/New_York")
         try:
             page = context.new_page()
             # 1. a deep link from a ticket: the login, then the report itself
@@ -74,6 +74,9 @@ def test_a_helpdesk_day_in_the_browser(live_hub, pc_factory, shots, tmp_path):
             assert first.get_attribute("data-install-id") in fleet.not_ready | {ticket_pc}
             assert page.locator("#fleet-body tr").count() == 50
             assert page.inner_text("#count-pcs") == "2002"
+            # times in the viewer's own zone: the exact time on hover, in New York's
+            assert "EST" in page.inner_text("#refreshed time") or "EDT" in page.inner_text("#refreshed time")
+            assert "EST" in first.locator("time").first.get_attribute("title") or "EDT" in first.locator("time").first.get_attribute("title")
             page.screenshot(path=str(shots / "fleet-1366.png"))
             first.locator("a").first.click()
             page.wait_for_selector("#pc-name")

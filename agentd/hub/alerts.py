@@ -21,13 +21,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Sequence
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import structlog
 
 log = structlog.get_logger("agentd.hub.alerts")
 
-KINDS = ("site_outage", "site_not_ready")
+KINDS = ("site_outage", "site_not_ready", "pc_not_ready")
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,18 @@ def in_quiet_hours(quiet: tuple[int, int] | None, now: float) -> bool:
     return start <= minute < end if start <= end else (minute >= start or minute < end)
 
 
-def conditions(rule: Rule, site_verdicts: Sequence[Any], site_counts: Sequence[dict[str, Any]]) -> list[Condition]:
-    """What a rule finds true now (site verdicts from the fleet rules, per-site counts)."""
+def conditions(rule: Rule, site_verdicts: Sequence[Any], site_counts: Sequence[dict[str, Any]],
+               not_ready: Sequence[dict[str, Any]] = ()) -> list[Condition]:
+    """What a rule finds true now (site verdicts from the fleet rules, per-site counts, the
+    PCs whose latest pre-shift check says not ready)."""
     found = []
+    if rule.kind == "pc_not_ready":
+        for pc in not_ready:
+            name = pc.get("hostname") or pc["install_id"]
+            why = pc.get("top_verdict") or "a check failed"
+            found.append(Condition(f"pc_not_ready:{pc['install_id']}", f"{name} is not ready for its shift ({why})",
+                                   f"The pre-shift check of {name} (agent {pc.get('agent_user') or '-'}) says not ready: {why}.",
+                                   f"/pcs/{quote(pc['install_id'], safe='')}"))
     if rule.kind == "site_outage":
         for v in site_verdicts:
             if v.code == "network.site_outage" and len(v.install_ids) >= rule.min_pcs:
@@ -117,7 +126,8 @@ def conditions(rule: Rule, site_verdicts: Sequence[Any], site_counts: Sequence[d
 class Alerter:
     """Judges the rules each window and queues what is to be sent (one per hub process)."""
 
-    def __init__(self, config: AlertConfig, hub_url: str, gather: Callable[[], Awaitable[tuple[Sequence[Any], Sequence[dict]]]],
+    def __init__(self, config: AlertConfig, hub_url: str,
+                 gather: Callable[[], Awaitable[tuple[Sequence[Any], Sequence[dict], Sequence[dict]]]],
                  *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.hub_url = hub_url.rstrip("/")
@@ -152,11 +162,11 @@ class Alerter:
                 log.warning("alert rules not judged", error=type(exc).__name__)
 
     async def judge(self) -> None:
-        verdicts, counts = await self.gather()
+        verdicts, counts, not_ready = await self.gather()
         now = self.clock()
         quiet = in_quiet_hours(self.config.quiet_hours, now)
         for index, rule in enumerate(self.config.rules):
-            true_now = {c.key: c for c in conditions(rule, verdicts, counts)}
+            true_now = {c.key: c for c in conditions(rule, verdicts, counts, not_ready)}
             keys = set(true_now) | {k for (i, k) in self.states if i == index}
             for key in keys:
                 state = self.states.setdefault((index, key), _State())
@@ -175,8 +185,8 @@ class Alerter:
                     state.firing = False
                     if self.config.notify_clear and state.last:
                         self._post(f"Cleared: {state.last.title}", f"No longer seen in {rule.of_last} window(s).\n{self.hub_url}{state.last.path}")
-                if not state.firing and not any(state.seen):
-                    del self.states[(index, key)]
+                if not state.firing and not any(state.seen) and now - state.last_sent >= self.config.suppress_s:
+                    del self.states[(index, key)]  # forgotten only once its suppression is over
 
     def _post(self, title: str, body: str) -> None:
         log.info("alert", title=title)

@@ -146,11 +146,13 @@ class Hub:
             except Exception as exc:  # the database away for a moment: try again next round
                 log.warning("revocation sweep failed", error=type(exc).__name__)
 
-    async def _alert_inputs(self) -> tuple[list[fleet.FleetVerdict], list[dict[str, Any]]]:
-        """What the alert rules judge: the site verdicts and the per-site counts."""
+    async def _alert_inputs(self) -> tuple[list[fleet.FleetVerdict], list[dict[str, Any]], list[dict[str, Any]]]:
+        """What the alert rules judge: the site verdicts, the per-site counts and the PCs
+        whose latest report is a pre-shift check that says not ready."""
         rows = await self.store.fleet_rows()
         fleetview.annotate(rows, self.site_map)
-        return await self.site_verdicts(), fleetview.site_counts(rows, limit=10_000)
+        not_ready = [r for r in rows if r["status"] == "not_ready" and r["profile"] == "preshift"]
+        return await self.site_verdicts(), fleetview.site_counts(rows, limit=10_000), not_ready
 
     async def _sweep_runs(self) -> None:
         """Runs end even when nobody watches them: unanswered ones fail, silent ones time out

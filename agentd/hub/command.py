@@ -78,7 +78,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 class AlertRuleSettings:
     """``[[alerts.rules]]``: one condition on the fleet and how long it must hold."""
 
-    kind: str = field(metadata={"help": "site_outage (a network.site_outage verdict) or site_not_ready (many PCs of one site not ready)"})
+    kind: str = field(metadata={"help": "site_outage (a network.site_outage verdict), site_not_ready (many PCs of one site not ready) or pc_not_ready (a PC's pre-shift check says not ready)"})
     windows: int = field(default=1, metadata={"help": "fire when the condition held in this many ...", "min": 1, "max": 100})
     of_last: int = field(default=1, metadata={"help": "... of the last this many windows", "min": 1, "max": 100})
     min_pcs: int = field(default=3, metadata={"help": "at least this many PCs affected", "min": 1})

@@ -203,3 +203,50 @@ def test_bad_alert_configuration_is_one_line_naming_the_key(hub, tmp_path):
     config.write_text('[alerts]\nurls = ["json://127.0.0.1:9/x"]\n[[alerts.rules]]\nkind = "site_outage"\nwindows = 3\nof_last = 2\n')
     answer = hub.admin("serve", "--listen", f"127.0.0.1:{free_port()}", "--config", str(config))
     assert answer.returncode == 2 and "[alerts] rules[0]: windows (3) cannot exceed of_last (2)" in answer.stderr
+
+
+def test_x_of_y_windows_suppression_clear_and_quiet_hours_as_judged():
+    """The Alerter's judgement window by window (its clock and inputs given; sending is
+    the other tests' business): fires after 2 of the last 3 windows, not again while it
+    holds, clears once; in quiet hours nothing is queued, and what still holds goes after."""
+    from agentd.hub.alerts import Alerter
+
+    day = 1_800_000_000 - 1_800_000_000 % 86400
+    clock = {"now": day + 12 * 3600.0}
+    pcs: list[dict] = []
+
+    async def gather():
+        return [], [], list(pcs)
+
+    config = AlertConfig(urls=("json://127.0.0.1:9/x",), rules=(Rule("pc_not_ready", windows=2, of_last=3, min_pcs=1),),
+                         window_s=60, suppress_s=600, quiet_hours=parse_quiet_hours("22:00-06:00"))
+
+    async def scenario():
+        alerter = Alerter(config, "https://hub.example", gather, clock=lambda: clock["now"])
+        outbox = alerter.outboxes[0]
+
+        async def window(*present: str) -> list[str]:
+            pcs[:] = [{"install_id": i, "hostname": f"desk-{i}", "top_verdict": "config.turn_auth_failed", "agent_user": "a"} for i in present]
+            await alerter.judge()
+            clock["now"] += 60
+            titles = []
+            while not outbox.empty():
+                title, body = outbox.get_nowait()
+                titles.append(title)
+                assert "https://hub.example/pcs/" in body
+            return titles
+
+        log = [await window("pc1"), await window(), await window("pc1"), await window("pc1"), await window("pc1"),
+               await window(), await window(), await window(), await window("pc1"), await window("pc1")]
+        clock["now"] = day + 23 * 3600.0  # quiet hours: nothing goes out
+        quiet = [await window("pc2"), await window("pc2"), await window("pc2")]
+        clock["now"] = day + 86400 + 7 * 3600.0  # morning: what still holds goes out
+        morning = [await window("pc2")]
+        return log, quiet, morning
+
+    log, quiet, morning = asyncio.run(scenario())
+    fired = "desk-pc1 is not ready for its shift (config.turn_auth_failed)"
+    # ... and back within the suppression window (600 s): not sent again
+    assert log == [[], [], [fired], [], [], [], [f"Cleared: {fired}"], [], [], []]
+    assert quiet == [[], [], []]
+    assert morning == [["desk-pc2 is not ready for its shift (config.turn_auth_failed)"]]

@@ -5,7 +5,9 @@ Reads the ``path.load`` check (plugins/FINDINGS.md): its metrics ``added_delay_m
 It fires when the load makes the difference for a call by the project's E-model
 (``measure.breaks_calls``): MOS under load below ``[thresholds] mos`` while the idle line
 was above it, or the effective latency pushed past the E-model's knee (160 ms), with at
-least 30 ms added (grade B or worse). Pure: no I/O.
+least 30 ms added (grade B or worse). Silent when the load ended at its byte caps before
+the queues' ramp (``details.ended_before_ramp``): the line was not held long enough for a
+queue to count, and what the probes saw is mostly the PC moving the caps. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ def _num(metrics, name: str) -> float | None:
 
 def bufferbloat_verdicts(findings) -> list[Verdict]:
     check = findings.check("path.load")
-    if check is None or check.status not in (Status.PASS, Status.WARN):
-        return []
+    if check is None or check.status not in (Status.PASS, Status.WARN) or check.details.get("ended_before_ramp") is True:
+        return []  # a load that ended at its caps before the ramp held the line too briefly to judge
     m = check.metrics
     figures = [_num(m, k) for k in ("added_delay_ms", "idle_rtt_ms", "idle_mos", "loaded_mos", "loaded_effective_ms")]
     if any(v is None for v in figures):

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -219,5 +220,42 @@ async def test_a_wrong_token_is_an_error_that_never_shows_the_token(agentd_env, 
         (check,) = report.checks
         assert check.status is Status.ERROR and "refused the token" in check.summary
         assert "a-wrong-load-token" not in report.to_json() and front.service.stats.refused == 1
+    finally:
+        await front.close()
+
+
+SLOW_MEDIA = '''
+import asyncio, time
+from agentd import hookimpl
+from agentd.checks import Check, Outcome
+
+async def run(ctx):
+    await asyncio.sleep(1.5)
+    return Outcome.passed("measured", details={"ended_at": time.time()})
+
+@hookimpl
+def agentd_collect_checks(plan):
+    return [Check("media.path", "a slow media check", run, timeout_s=5, profiles=frozenset({"full"}))]
+'''
+
+
+async def test_the_line_is_loaded_only_after_the_other_checks_ended(agentd_env):
+    folder = agentd_env.root / "plugins.d"
+    folder.mkdir()
+    (folder / "slow_media.py").write_text(SLOW_MEDIA)
+    front, url = await _server()
+    admitted: list[float] = []
+    admit = front.service.admit
+    front.service.admit = lambda peer="": admitted.append(time.time()) or admit(peer)
+    try:
+        agentd_env.write_config(
+            f'[agentd]\nplugin_dir = "{folder}"\ndisable_plugins = ["media"]\n'
+            + config_text(extra=f'[loaded_latency]\nurl = "{url}"\nload_s = 1\nidle_s = 0.3\nramp_s = 0.3\nupload_cap_mb = 1\ndownload_cap_mb = 1\n')
+        )
+        app = App.load(agentd_env.config_file)
+        report = await app.run_check("full", only=["media.path", "path.load"])
+        checks = {c.id: c for c in report.checks}
+        assert checks["media.path"].status is Status.PASS and checks["path.load"].status is Status.PASS, checks["path.load"].summary
+        assert len(admitted) == 1 and admitted[0] >= checks["media.path"].details["ended_at"]
     finally:
         await front.close()

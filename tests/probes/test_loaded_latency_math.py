@@ -90,3 +90,45 @@ def test_summarise_needs_both_phases():
         summarise([], [1.0], 0)
     with pytest.raises(ValueError):
         summarise([1.0], [], 0)
+
+
+# -- the rule, from a report's row (plugins/loaded_latency/rule.py) ------------------------------------
+
+
+class _Config:
+    def section(self, name):
+        from agentd.errors import ConfigError
+
+        raise ConfigError("not loaded", key=name)
+
+
+def _rule(**kw):
+    from agentd.correlation import Findings
+    from agentd.model import CheckResult, Report, Status
+    from agentd_plugins.loaded_latency.rule import bufferbloat_verdicts
+
+    status = kw.pop("status", "warn")
+    added, loaded_mos, effective = kw.pop("added", 280.0), kw.pop("loaded_mos", 4.2), kw.pop("effective", 300.0)
+    row = CheckResult(
+        id="path.load", title="Latency under load", status=Status(status), summary="...",
+        metrics={"added_delay_ms": added, "added_delay_p90_ms": added + 20, "idle_rtt_ms": 20.0, "idle_mos": 4.4,
+                 "loaded_mos": loaded_mos, "loaded_effective_ms": effective, "rpm": 214.0},
+        details={"grade": "D", "probe": "STUN edge:3478", **kw},
+    )
+    report = Report(id="r", created="2026-12-07T00:00:00Z", agent=None, profile="full", checks=(row,))
+    return bufferbloat_verdicts(Findings(report=report, config=_Config()))
+
+
+def test_the_rule_names_bufferbloat_with_grade_figures_and_next_step():
+    (verdict,) = _rule()
+    assert verdict.code == "network.bufferbloat" and verdict.severity == "warning"
+    assert "grade D" in verdict.summary and "280 ms" in verdict.summary and "214 RPM" in verdict.summary
+    assert "SQM" in verdict.next_step and verdict.evidence == ("check:path.load",)
+    (critical,) = _rule(loaded_mos=3.2)
+    assert critical.severity == "critical" and "below 3.5" in critical.summary
+
+
+def test_the_rule_is_silent_when_the_load_does_not_break_calls_or_was_too_short():
+    assert _rule(added=20.0, effective=60.0, loaded_mos=4.4) == []
+    assert _rule(ended_before_ramp=True) == []  # the caps ran out before the queue's ramp: no verdict
+    assert _rule(status="skip") == []

@@ -11,9 +11,11 @@ coturn and ``agentd reflect --http-port``, the load service). Two cases:
   Must hold: ``added_delay_ms`` within 25 % of it in at least 19 of 20 runs, a grade, and
   ``network.bufferbloat``.
 - ``clean``: no rate limit (veth). Must hold: no ``network.bufferbloat`` in 20 of 20.
+- ``bloated-down`` (reported, no target): the same queue on the downlink instead
+  (router -> agent), 20 Mbit/s, 300 ms when full.
 
 Each run is ``agentd check --profile full --only path.load --json`` as a process in the
-agent namespace (the defaults: 1 s idle, 5 s load, 8 flows each way, caps 16 MiB up and
+agent namespace (the defaults: 1 s idle, 5 s load, 16 flows each way, caps 16 MiB up and
 48 MiB down). Bytes sent per run (the check's own count, and what the load service
 received) must stay under the upload cap in every run. Traffic goes only to the lab's
 own namespaces.
@@ -33,6 +35,7 @@ from benchmarks._figures import load_average, median_range
 
 TRUTH_MS = 300.0
 RATE_KBIT = 4000
+DOWN_RATE_KBIT = 20000
 UPLOAD_CAP_MB = 16.0
 DOWNLOAD_CAP_MB = 48.0
 
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = Path(tempfile.mkdtemp(prefix="agentd-bufferbloat-"))
     env = _env(root)
-    cases: dict[str, list[dict]] = {"bloated": [], "clean": []}
+    cases: dict[str, list[dict]] = {"bloated": [], "clean": [], "bloated-down": []}
     received: list[int] = []
     print(f"load average at start: {load_average()}", flush=True)
     with Netlab.create() as lab, lab.start_coturn(root / "turn") as turn, load_service(lab, env) as (url, proc):
@@ -82,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             f'[loaded_latency]\nurl = "{url}"\nupload_cap_mb = {UPLOAD_CAP_MB}\ndownload_cap_mb = {DOWNLOAD_CAP_MB}\n'
         )
         env["AGENTD_CONFIG"] = str(config)
-        for case in ("bloated", "clean"):
+        for case in cases:
+            clear_rate(lab)
             if case == "bloated":
                 truth = limit_rate(lab, rate_kbit=RATE_KBIT, queue_ms=TRUTH_MS).queue_ms
-            else:
-                clear_rate(lab)
+            elif case == "bloated-down":
+                limit_rate(lab, rate_kbit=DOWN_RATE_KBIT, queue_ms=TRUTH_MS, direction="down")
             for i in range(args.runs):
                 run = _one(lab, env)
                 cases[case].append(run)
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         out = proc.communicate(timeout=10)[0]
     cap = int(UPLOAD_CAP_MB * 2**20)
     print(f"\nload service's own log: {out.strip().splitlines()[-1] if out.strip() else '-'}")
-    print(f"\ntruth (bloated): {truth:.0f} ms queue at {RATE_KBIT} kbit/s; runs per case: {args.runs}; load average now: {load_average()}\n")
+    print(f"\ntruth (bloated): {truth:.0f} ms queue at {RATE_KBIT} kbit/s up (bloated-down: {DOWN_RATE_KBIT} kbit/s down); runs per case: {args.runs}; load average now: {load_average()}\n")
     print("| case | added delay ms, median (min-max) | p90 added ms | within 25 % of 300 ms | grades | network.bufferbloat | most bytes sent (cap) | RPM | wall s |")
     print("|---|---|---|---|---|---|---|---|---|")
     ok = True
@@ -112,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         sent = max((c.get("metrics", {}).get("uploaded_bytes") or 0 for c in checks), default=0)
         rpm = [c.get("metrics", {}).get("rpm") for c in checks]
         wall = [r["wall_s"] for r in runs]
-        print(f"| {case} | {median_range(added)} | {median_range(p90)} | {within if case == 'bloated' else '-'}/{len(runs)} | "
+        print(f"| {case} | {median_range(added)} | {median_range(p90)} | {within if case != 'clean' else '-'}/{len(runs)} | "
               f"{', '.join(f'{g} x{n}' for g, n in grade_counts.items())} | {verdict}/{len(runs)} | {sent} ({cap}) | {median_range(rpm, 0)} | {median_range(wall)} |")
         if case == "bloated":
             ok &= within >= len(runs) - len(runs) // 20 and verdict >= len(runs) - len(runs) // 20
-        else:
+        elif case == "clean":
             ok &= verdict == 0
         ok &= sent <= cap
     print(f"\nheld: {'yes' if ok else 'NO'}")

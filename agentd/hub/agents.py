@@ -3,7 +3,9 @@
 A check request goes to the PC's socket when this process holds it. With PostgreSQL,
 several hub processes serve one fleet: the request is published with ``NOTIFY
 agentd_hub`` and the process that holds the PC's socket (every process ``LISTEN``s)
-sends it on. The PC answers on its socket with progress events, which are written to
+sends it on. The LISTEN connection is watched (asyncpg's termination callback and a
+``SELECT 1`` every few seconds): when PostgreSQL restarts or the connection drops, it is
+reopened with backoff, and both are logged. The PC answers on its socket with progress events, which are written to
 the database, so any process can show them.
 
 The messages, JSON text frames:
@@ -19,16 +21,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
 
-from agentd.hub.store import Store
+from agentd.hub.store import SAFE_ID, Store
 
 log = structlog.get_logger("agentd.hub.agents")
 
 CHANNEL = "agentd_hub"
+LISTEN_CHECK_S = 5.0
+"""How often an idle LISTEN connection is checked with ``SELECT 1``."""
+REOPEN_MIN_S, REOPEN_MAX_S = 0.2, 5.0
+"""Backoff of reopening a lost LISTEN connection: doubling from the first to the second."""
 
 
 class Agents:
@@ -39,18 +46,71 @@ class Agents:
         self.sockets: dict[str, Any] = {}
         self.runs: dict[str, str] = {}  # run id -> install id, for runs sent from this process
         self._listener: Any = None
+        self._lost = asyncio.Event()
+        self._watch: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.listen_reopened = 0
 
     # -- start and stop --------------------------------------------------------------------
 
     async def start(self) -> None:
         if self.pg_dsn:
-            import asyncpg
+            await self._listen()  # the first time, a failure stops the start (the database is not there)
+            self._watch = asyncio.get_running_loop().create_task(self._keep_listening())
 
-            self._listener = await asyncpg.connect(self.pg_dsn, timeout=10)
-            await self._listener.add_listener(CHANNEL, self._notified)
+    async def _listen(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.pg_dsn, timeout=10)
+        try:
+            await conn.add_listener(CHANNEL, self._notified)
+            conn.add_termination_listener(lambda _conn: self._lost.set())
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+            raise
+        self._listener = conn
+        self._lost.clear()
+
+    async def _keep_listening(self) -> None:
+        """Reopen the LISTEN connection whenever it is lost (PostgreSQL restarted, a
+        network cut): a request published by another process would otherwise never
+        reach the PCs held here."""
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), LISTEN_CHECK_S)
+            conn = self._listener
+            if not self._lost.is_set() and conn is not None and not conn.is_closed():
+                try:
+                    await conn.fetchval("SELECT 1", timeout=LISTEN_CHECK_S)
+                    continue
+                except Exception:
+                    pass
+            log.warning("LISTEN connection to PostgreSQL lost; reopening it (check requests from other hub processes wait until then)")
+            self._listener = None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+            delay, attempts, started = REOPEN_MIN_S, 0, time.monotonic()
+            while True:
+                attempts += 1
+                try:
+                    await self._listen()
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if attempts == 1 or attempts % 10 == 0:
+                        log.warning("LISTEN connection not reopened yet; retrying", attempts=attempts, error=type(exc).__name__,
+                                    retry_in_s=round(delay, 2))
+                    await asyncio.sleep(delay)
+                    delay = min(REOPEN_MAX_S, delay * 2)
+            self.listen_reopened += 1
+            log.warning("LISTEN connection to PostgreSQL reopened", attempts=attempts, after_s=round(time.monotonic() - started, 2))
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         for ws in list(self.sockets.values()):
             with contextlib.suppress(Exception):
                 await ws.close(code=1012)  # service restart: the PC reconnects
@@ -86,7 +146,9 @@ class Agents:
         (published for the process that holds it)."""
         if await self._send_local(run_id, install_id, profile):
             return "sent"
-        if self._listener is not None:
+        if self.pg_dsn:
+            if self._listener is None:
+                log.warning("check request published while this process's LISTEN connection is being reopened", run=run_id)
             payload = json.dumps({"op": "check", "run_id": run_id, "install_id": install_id, "profile": profile})
             async with self.store.engine.begin() as conn:  # delivered to the listeners at commit
                 await conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload})
@@ -132,8 +194,9 @@ class Agents:
                     await self.store.add_run_event(run_id, seq, event)
             elif kind == "done":
                 report_id = message.get("report_id")
-                await self.store.run_state(run_id, "done", report_id=report_id if isinstance(report_id, str) else None)
+                await self.store.run_state(run_id, "done", report_id=report_id if isinstance(report_id, str) and SAFE_ID.match(report_id) else None)
                 self.runs.pop(run_id, None)
             else:
-                await self.store.run_state(run_id, "failed", error=str(message.get("error") or "failed on the PC"))
+                error = str(message.get("error") or "failed on the PC").replace("\x00", "?")  # no NUL into the database
+                await self.store.run_state(run_id, "failed", error=error)
                 self.runs.pop(run_id, None)

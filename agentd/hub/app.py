@@ -29,7 +29,9 @@ from typing import Any
 
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.exc import DataError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -39,7 +41,7 @@ from agentd.hub import fleet, fleetview
 from agentd.hub import load as load_test
 from agentd.hub.agents import Agents
 from agentd.hub.db import is_postgres, make_engine, redact_url
-from agentd.hub.security import RateLimiter, same
+from agentd.hub.security import LoginLimiter, RateLimiter, same
 from agentd.hub.store import PC, SAFE_ID, HubInputError, Store, network_of, parse_report
 from agentd.model import Report
 
@@ -69,8 +71,11 @@ class HubSettings:
     max_report_bytes: int = 2 * 2**20
     ingest_per_s: float = 1.0
     ingest_burst: float = 60.0
-    login_per_s: float = 0.2
+    login_per_s: float = 0.2  # wrong passwords per (address, account)
     login_burst: float = 10.0
+    login_address_factor: float = 10.0  # the per-address backstop: this many times the per-account budget
+    hash_workers: int = 2  # argon2 runs at once (threads; the event loop never hashes)
+    presence_s: float = 20.0  # how often a process marks its PCs present; 3 rounds missed: not connected
     site_window_s: float = 1800.0
     site_min_pcs: int = 3
     site_min_share: float = 0.6
@@ -89,13 +94,16 @@ class Hub:
     def __init__(self, settings: HubSettings) -> None:
         self.settings = settings
         self.engine = make_engine(settings.database)
-        self.store = Store(self.engine)
+        self.store = Store(self.engine, hash_workers=settings.hash_workers)
         dsn = None
         if is_postgres(settings.database):
             dsn = "postgresql://" + settings.database.split("://", 1)[1]
         self.agents = Agents(self.store, settings.node, pg_dsn=dsn)
         self.ingest_limit = RateLimiter(settings.ingest_per_s, settings.ingest_burst)
-        self.login_limit = RateLimiter(settings.login_per_s, settings.login_burst)
+        self.login_limit = LoginLimiter(
+            RateLimiter(settings.login_per_s, settings.login_burst),
+            RateLimiter(settings.login_per_s * settings.login_address_factor, settings.login_burst * settings.login_address_factor),
+        )
         self.enroll_limit = RateLimiter(settings.login_per_s * 5, settings.login_burst * 5)
         self.fleet_rules = fleet.manager()
         self.site_map = fleet.SiteMap(settings.sites)
@@ -106,11 +114,13 @@ class Hub:
         self._sweeper: asyncio.Task | None = None
         self._run_sweeper: asyncio.Task | None = None
         self.alerter: Any = None
+        self._presence: asyncio.Task | None = None
 
     async def startup(self) -> None:
         await self.agents.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_revoked())
         self._run_sweeper = asyncio.get_running_loop().create_task(self._sweep_runs())
+        self._presence = asyncio.get_running_loop().create_task(self._keep_presence())
         if self.settings.alerts is not None:
             from agentd.hub.alerts import Alerter
 
@@ -119,14 +129,27 @@ class Hub:
         log.info("hub ready", node=self.settings.node, database=redact_url(self.settings.database))
 
     async def shutdown(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self._run_sweeper is not None:
-            self._run_sweeper.cancel()
+        for task in (self._sweeper, self._run_sweeper, self._presence):
+            if task is not None:
+                task.cancel()
         if self.alerter is not None:
             await self.alerter.stop()
         await self.agents.stop()
+        self.store.hashing.close()
         await self.engine.dispose()
+
+    async def _keep_presence(self) -> None:
+        """A process that crashed cannot say its PCs went away: every live process marks
+        its own PCs seen each round, and clears the "connected" mark of PCs whose process
+        has not done so for three rounds."""
+        while True:
+            await asyncio.sleep(self.settings.presence_s)
+            try:
+                cleared = await self.store.present(self.settings.node, set(self.agents.sockets), 3 * self.settings.presence_s)
+                if cleared:
+                    log.info("PCs of a hub process that stopped are no longer shown as connected", pcs=cleared)
+            except Exception as exc:  # the database away for a moment: next round
+                log.warning("presence round failed", error=type(exc).__name__)
 
     async def _sweep_revoked(self) -> None:
         """A PC revoked (or removed) by `agentd hub pc` in another process loses its
@@ -220,10 +243,11 @@ async def read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise HubInputError(f"report too large: {declared} bytes, the limit is {limit}", 413)
+            size = int(declared)
         except ValueError:
             raise HubInputError("bad Content-Length") from None
+        if size > limit:  # 413 (the PC gives up on it), not 400
+            raise HubInputError(f"report too large: {size} bytes, the limit is {limit}", 413)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -251,12 +275,15 @@ async def helpdesk(request: Request) -> Helpdesk | None:
             name, _, password = base64.b64decode(value[6:].strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        limit_key = f"basic:{client_ip(request)}"
-        if hub.login_limit.blocked(limit_key):
+        if await hub.store.remembered_password(name, password):  # verified lately: no hash, nothing charged
+            return Helpdesk(name, None)
+        ip = client_ip(request)
+        if not hub.login_limit.charge(ip, name):  # charged before the hash runs
+            request.state.login_limited = hub.login_limit.retry_after_s(ip, name)
             return None
         if await hub.store.check_password(name, password):
+            hub.login_limit.refund(ip, name)  # only failures use up the budget
             return Helpdesk(name, None)
-        hub.login_limit.allow(limit_key)  # only failures use up the budget
     return None
 
 
@@ -291,13 +318,19 @@ async def enroll(request: Request) -> Response:
         return error("body must be a JSON object {install_id, hostname, user}")
     except HubInputError as exc:
         return error(str(exc), exc.status)
+    install_id = str(data.get("install_id") or "")
+    current = data.get("token") if isinstance(data.get("token"), str) else None
     try:
-        token = await hub.store.enroll(key, str(data.get("install_id") or ""), str(data.get("hostname") or ""), data.get("user") if isinstance(data.get("user"), str) else None)
+        done = await hub.store.enroll(key, install_id, str(data.get("hostname") or ""), data.get("user") if isinstance(data.get("user"), str) else None,
+                                      current_token=current, client=client_ip(request))
     except HubInputError as exc:
-        log.info("enrollment refused", reason=str(exc), client=client_ip(request))
+        (log.warning if exc.status == 409 else log.info)("enrollment refused", install_id=install_id[:100] if SAFE_ID.match(install_id) else None,
+                                                         reason=str(exc), client=client_ip(request))
         return error(str(exc), exc.status)
-    log.info("PC enrolled", install_id=data.get("install_id"), client=client_ip(request))
-    return JSONResponse({"install_id": data["install_id"], "token": token}, status_code=201)
+    (log.info if done.outcome == "enrolled" else log.warning)("PC " + done.outcome, install_id=install_id, how=done.note, client=client_ip(request))
+    if done.outcome != "enrolled":
+        await hub.agents.close(install_id, code=4001)  # the old token's socket goes too
+    return JSONResponse({"install_id": install_id, "token": done.token}, status_code=201)
 
 
 async def pc_from(request: Request | WebSocket) -> PC | None:
@@ -338,8 +371,20 @@ async def agent_socket(ws: WebSocket) -> None:
         await ws.close(code=1008)  # before accept: the client sees HTTP 403
         return
     await ws.accept()
-    await hub.agents.attach(pc.install_id, ws)
-    await hub.store.seen(pc.install_id, public_ip=client_ip(ws), node=hub.settings.node)
+    attached = False
+    try:
+        # recorded first: a PC whose connection could not be recorded is not held (nor counted)
+        await hub.store.seen(pc.install_id, public_ip=client_ip(ws), node=hub.settings.node)
+        await hub.agents.attach(pc.install_id, ws)
+        attached = True
+    except Exception as exc:
+        log.warning("PC connection not recorded; closing it (the PC reconnects)", install_id=pc.install_id, error=type(exc).__name__)
+        with contextlib.suppress(Exception):
+            await ws.close(code=1011)
+        return
+    finally:
+        if not attached:
+            hub.agents.detach(pc.install_id, ws)
     log.info("PC connected", install_id=pc.install_id)
     try:
         while True:
@@ -356,8 +401,8 @@ async def agent_socket(ws: WebSocket) -> None:
         pass
     finally:
         if hub.agents.detach(pc.install_id, ws):
-            with contextlib.suppress(Exception):
-                await hub.store.seen(pc.install_id, node=None)
+            with contextlib.suppress(Exception):  # if this fails, the presence rounds clear the mark
+                await hub.store.disconnected(pc.install_id, hub.settings.node)
             await _end_runs_offline(hub, pc.install_id)
         log.info("PC disconnected", install_id=pc.install_id)
 
@@ -382,6 +427,9 @@ def needs_user(handler: Any) -> Any:
     async def wrapped(request: Request) -> Response:
         who = await helpdesk(request)
         if who is None:
+            limited = getattr(request.state, "login_limited", None)
+            if limited:
+                return error("too many wrong passwords; try again later", 429, **{"Retry-After": str(limited)})
             if bearer(request):
                 return error("install tokens cannot read the hub; use a hub account", 403)
             return error("log in: a hub account as HTTP Basic or a session cookie", 401, **{"WWW-Authenticate": 'Basic realm="agentd hub"'})
@@ -510,12 +558,14 @@ async def login_page(request: Request) -> Response:
     ip = client_ip(request)
     form = await request.form()
     target = local_path(str(form.get("next") or ""))
-    if not hub.login_limit.allow(f"login:{ip}"):
-        return page(hub, "login.html", 429, error="Too many attempts; wait a minute.", next=target)
     name, password = str(form.get("name") or ""), str(form.get("password") or "")
+    if not hub.login_limit.charge(ip, name):  # before the hash; a right password gives it back
+        log.info("login rate-limited", user=name[:100].replace("\x00", "?"), client=ip)
+        return page(hub, "login.html", 429, error="Too many wrong attempts; wait a minute.", next=target)
     if not await hub.store.check_password(name, password):
-        log.info("login refused", user=name[:100], client=ip)
+        log.info("login refused", user=name[:100].replace("\x00", "?"), client=ip)
         return page(hub, "login.html", 401, error="Wrong name or password.", next=target)
+    hub.login_limit.refund(ip, name)
     sid, _ = await hub.store.new_session(name)
     log.info("login", user=name)
     response = RedirectResponse(target or "/", status_code=303)
@@ -594,7 +644,8 @@ async def pc_page(request: Request) -> Response:
     pc_runs = await hub.store.runs_of(install_id)
     active = next((r["id"] for r in pc_runs if not r["ended"]), "")
     return page(hub, "pc.html", who=request.state.who, pc=pc, rows=rows, chart=history_chart(rows), profiles=PROFILES,
-                runs=pc_runs, active_run=active, run_states=RUN_STATES)
+                runs=pc_runs, active_run=active, run_states=RUN_STATES,
+                enrollments=await hub.store.enrollment_events(install_id))
 
 
 @needs_login
@@ -656,6 +707,7 @@ def create_app(settings: HubSettings) -> Starlette:
             await hub.shutdown()
 
     app = Starlette(
+        middleware=[Middleware(RefuseNul)],
         routes=[
             Route("/healthz", healthz),
             Route("/api/v1/enroll", enroll, methods=["POST"]),
@@ -675,11 +727,36 @@ def create_app(settings: HubSettings) -> Starlette:
             *load_test.routes(),  # the path.load check's load target (agentd/hub/load.py)
         ],
         lifespan=lifespan,
-        exception_handlers={Exception: _internal_error},
+        exception_handlers={DataError: _refused_data, Exception: _internal_error},
     )
     app.state.hub = hub
     app.state.load_service = load_test.service()
     return app
+
+
+class RefuseNul:
+    """A NUL character in the path or query string (``%00``) is refused with 400 before
+    any handler runs: PostgreSQL cannot take one as text, and no id, search or filter
+    of the hub has one."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and ("\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"")):
+            if scope["type"] == "http":
+                await error("a NUL character (%00) in the address", 400)(scope, receive, send)
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await self.app(scope, receive, send)
+
+
+async def _refused_data(request: Request, exc: Exception) -> Response:
+    """The database refused a value (a character it cannot store, a number out of range):
+    the client's input, so a 4xx with one line, not a 500 with a traceback."""
+    log.warning("database refused a value from a request", path=request.url.path[:200].replace("\x00", "?"), error=type(exc).__name__)
+    return error("the hub's database cannot store a value in this request (a NUL character, or a value out of range)", 422)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -8,7 +8,7 @@ imports only the standard library and the core; the server's dependencies (the
     agentd hub migrate [--database URL]
     agentd hub enroll-key create [--note TEXT] | list | revoke ID
     agentd hub user add NAME --password-stdin | list | remove NAME
-    agentd hub pc list | revoke INSTALL_ID | remove INSTALL_ID
+    agentd hub pc list | revoke INSTALL_ID | remove INSTALL_ID | allow-reenroll INSTALL_ID
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--site-window-min", type=float, default=30.0, help="fleet correlation window in minutes (default 30)")
     serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate chain (PEM)")
     serve.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    serve.add_argument("--presence-s", type=float, default=20.0, metavar="SECONDS",
+                       help="how often this process marks its PCs present; a PC of a process silent for 3 rounds (it crashed) is shown not connected (default 20)")
     with_db(actions.add_parser("migrate", help="create or upgrade the hub's database schema"))
 
     keys = actions.add_parser("enroll-key", help="fleet enrollment keys: create, list, revoke")
@@ -67,11 +69,14 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     with_db(user_actions.add_parser("list", help="the accounts")).add_argument("--json", action="store_true")
     with_db(user_actions.add_parser("remove", help="remove an account and end its sessions")).add_argument("name", metavar="NAME")
 
-    pcs = actions.add_parser("pc", help="enrolled PCs: list, revoke, remove")
+    pcs = actions.add_parser("pc", help="enrolled PCs: list, revoke, remove, allow-reenroll")
     pc_actions = pcs.add_subparsers(dest="pc_action", metavar="ACTION", parser_class=type(parser))
     with_db(pc_actions.add_parser("list", help="enrolled PCs")).add_argument("--json", action="store_true")
     with_db(pc_actions.add_parser("revoke", help="refuse this PC's install token at once")).add_argument("install_id", metavar="INSTALL_ID")
     with_db(pc_actions.add_parser("remove", help="forget a PC (it may enroll again)")).add_argument("install_id", metavar="INSTALL_ID")
+    allow = with_db(pc_actions.add_parser("allow-reenroll", help="let a PC that lost its install token enroll again with the fleet key alone (once, within --minutes)"))
+    allow.add_argument("install_id", metavar="INSTALL_ID")
+    allow.add_argument("--minutes", type=float, default=60.0, help="how long the PC may do so (default 60)")
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,8 @@ def _serve(args: argparse.Namespace, url: str, app: App | None = None) -> int:
             args.tls_cert, args.tls_key = str(cert), str(key)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
+    if not 0.2 <= args.presence_s <= 3600:
+        raise UsageError(f"--presence-s must be between 0.2 and 3600 seconds, got {args.presence_s:g}")
     from agentd.hub.fleet import parse_sites
 
     section = None  # [hub] url (links in alerts) and sites, when the hub plugin is loaded and the section given
@@ -174,7 +181,7 @@ def _serve(args: argparse.Namespace, url: str, app: App | None = None) -> int:
     public_url = getattr(section, "url", None) or f"{'https' if args.tls_cert else 'http'}://{args.listen}"
     return serve(url, host.strip("[]"), int(port), max_report_bytes=args.max_report_kb * 1024,
                  site_window_s=args.site_window_min * 60, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                 sites=sites, public_url=public_url, alerts=alerts)
+                 sites=sites, public_url=public_url, alerts=alerts, presence_s=args.presence_s)
 
 
 def _stamp(ts: float | None) -> str:
@@ -274,7 +281,13 @@ async def _pcs(args: argparse.Namespace, store: Any) -> int:
     if what in ("revoke", "remove"):
         done = await (store.revoke_pc if what == "revoke" else store.remove_pc)(args.install_id)
         return _outcome(done, f"PC {args.install_id} {what}d", f"no {'active ' if what == 'revoke' else ''}PC {args.install_id}")
-    raise UsageError("agentd hub pc: choose list, revoke or remove")
+    if what == "allow-reenroll":
+        if not 0 < args.minutes <= 7 * 24 * 60:
+            raise UsageError(f"--minutes must be between 0 and 10080, got {args.minutes:g}")
+        done = await store.allow_reenroll(args.install_id, args.minutes * 60)
+        return _outcome(done, f"PC {args.install_id} may enroll again with the fleet key within {args.minutes:g} min (once); its current token keeps working until it does",
+                        f"no active PC {args.install_id} (a revoked PC must be removed instead)")
+    raise UsageError("agentd hub pc: choose list, revoke, remove or allow-reenroll")
 
 
 @hookimpl

@@ -48,6 +48,19 @@ pcs = sa.Table(
     sa.Column("connected_node", sa.String(64), nullable=True),
     sa.Column("last_preshift_id", sa.String(100), nullable=True),
     sa.Column("last_report_id", sa.String(100), nullable=True),
+    sa.Column("reenroll_until", sa.Float, nullable=True),  # an administrator allowed re-enrollment until then
+)
+
+enrollments = sa.Table(
+    "enrollments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("install_id", sa.String(100), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("outcome", sa.String(40), nullable=False),  # enrolled | re-enrolled | refused | allowed
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("enroll_key_id", sa.String(32), nullable=True),
+    sa.Column("note", sa.String(300), nullable=False, server_default=""),
 )
 
 reports = sa.Table(
@@ -188,4 +201,6 @@ def make_engine(url: str, **kw: Any) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(full, pool_size=10, max_overflow=20, **kw)
+    # pre-ping: after a PostgreSQL restart the pool's old connections are dead; each is
+    # found so on checkout (one round trip) and replaced, instead of failing a request
+    return create_async_engine(full, pool_size=10, max_overflow=20, pool_pre_ping=True, **kw)

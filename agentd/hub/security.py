@@ -8,15 +8,25 @@
   need not be slow; it only must not be reversible). A process remembers a token it
   verified (as a SHA-256 of it) so a reconnecting PC costs one hash, not an argon2 run;
   revocation is read from the database every time, so it takes effect at once.
+- Every argon2 run (a token, a password, a new hash) happens in :class:`Hashing`'s thread
+  pool, at most ``workers`` at once, never on the event loop: a reconnect storm or a
+  flood of wrong passwords queues there while ``/healthz`` and the sockets keep answering.
+- Logins: :class:`LoginLimiter` charges an attempt before its hash runs (so parallel
+  attempts cannot all pass a check made before any is charged) and gives it back when
+  the password was right: only failures use up the budget, per (address, account), with
+  a larger budget per address as a backstop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -124,6 +134,12 @@ class RateLimiter:
             self.buckets.clear()
         return True
 
+    def refund(self, key: str) -> None:
+        """Give back a token taken by ``allow`` (the attempt succeeded: it does not count)."""
+        found = self.buckets.get(key)
+        if found is not None:
+            self.buckets[key] = (min(self.burst, found[0] + 1.0), found[1])
+
     def blocked(self, key: str) -> bool:
         """Would ``allow`` refuse now? (without using a token: failures only count)"""
         tokens, last = self.buckets.get(key, (self.burst, time.monotonic()))
@@ -132,3 +148,84 @@ class RateLimiter:
     def retry_after_s(self, key: str) -> int:
         tokens, _ = self.buckets.get(key, (0.0, 0.0))
         return max(1, int((1.0 - tokens) / self.per_s) + 1)
+
+
+@dataclass
+class LoginLimiter:
+    """Password attempts: charged before the hash, given back on success.
+
+    ``per_account`` is keyed by (address, account name): twenty wrong passwords for one
+    account lock out that account from that address, not a whole office behind one
+    address. ``per_address`` is the backstop (larger): many accounts tried from one
+    address."""
+
+    per_account: RateLimiter
+    per_address: RateLimiter
+
+    @staticmethod
+    def _keys(address: str, account: str) -> tuple[str, str]:
+        return f"{address}|{account[:100]}", address
+
+    def charge(self, address: str, account: str) -> bool:
+        """Take one attempt from both budgets; False (nothing taken) when either is spent."""
+        pair, addr = self._keys(address, account)
+        if not self.per_address.allow(addr):
+            return False
+        if not self.per_account.allow(pair):
+            self.per_address.refund(addr)
+            return False
+        return True
+
+    def refund(self, address: str, account: str) -> None:
+        pair, addr = self._keys(address, account)
+        self.per_account.refund(pair)
+        self.per_address.refund(addr)
+
+    def retry_after_s(self, address: str, account: str) -> int:
+        pair, addr = self._keys(address, account)
+        return max(self.per_account.retry_after_s(pair) if self.per_account.blocked(pair) else 1,
+                   self.per_address.retry_after_s(addr) if self.per_address.blocked(addr) else 1)
+
+
+class Hashing:
+    """argon2 off the event loop: a thread pool of ``workers`` threads (argon2-cffi
+    releases the GIL while it hashes), so at most that many run at once and the loop
+    keeps serving while the rest wait their turn.
+
+    Verifications of the same secret in flight at once share one run (a script's
+    parallel requests with one password cost one hash, not one each)."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentd-hash")
+        self._in_flight: dict[str, asyncio.Future[Any]] = {}
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _shared(self, mark: str, fn: Callable[..., bool], *args: Any) -> bool:
+        running = self._in_flight.get(mark)
+        if running is not None:
+            return bool(await asyncio.shield(running))
+        future = asyncio.ensure_future(self.run(fn, *args))
+        self._in_flight[mark] = future
+        try:
+            return bool(await asyncio.shield(future))
+        finally:
+            if self._in_flight.get(mark) is future:
+                del self._in_flight[mark]
+
+    async def verify_secret(self, stored_hash: str, secret: str) -> bool:
+        return await self._shared(fingerprint(f"s|{stored_hash}|{secret}"), verify_secret, stored_hash, secret)
+
+    async def verify_password(self, stored_hash: str, password: str) -> bool:
+        return await self._shared(fingerprint(f"p|{stored_hash}|{password}"), verify_password, stored_hash, password)
+
+    async def hash_password(self, password: str) -> str:
+        return await self.run(hash_password, password)
+
+    async def issue(self, kind: str) -> IssuedSecret:
+        return await self.run(issue, kind)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -39,7 +39,8 @@ def quiet_libraries() -> None:
 
 
 def serve(url: str, host: str, port: int, *, max_report_bytes: int, site_window_s: float,
-          tls_cert: str | None = None, tls_key: str | None = None, sites: tuple = (), public_url: str | None = None, alerts: object = None) -> int:
+          tls_cert: str | None = None, tls_key: str | None = None, sites: tuple = (), public_url: str | None = None, alerts: object = None,
+          presence_s: float = 20.0) -> int:
     async def migrate() -> None:
         engine = make_engine(url)
         try:
@@ -50,7 +51,7 @@ def serve(url: str, host: str, port: int, *, max_report_bytes: int, site_window_
     quiet_libraries()
     asyncio.run(migrate())
     settings = HubSettings(database=url, max_report_bytes=max_report_bytes, site_window_s=site_window_s, sites=sites,
-                           public_url=public_url, alerts=alerts)
+                           public_url=public_url, alerts=alerts, presence_s=presence_s)
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="on", ws="websockets-sansio",

@@ -15,12 +15,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentd.hub import security
-from agentd.hub.db import enroll_keys, pcs, reports, run_events, runs, sessions, users
+from agentd.hub.db import enroll_keys, enrollments, pcs, reports, run_events, runs, sessions, users
 from agentd.model import Report, parse_time
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 SESSION_TTL_S = 12 * 3600
+REENROLL_WINDOW_S = 3600.0
+"""How long ``agentd hub pc allow-reenroll`` lets a PC enroll again without its token."""
 
 
 class HubInputError(ValueError):
@@ -43,10 +45,31 @@ def now() -> float:
     return time.time()
 
 
+@dataclass(frozen=True)
+class Enrolled:
+    """An enrollment the hub accepted: the new token (shown once) and how it came."""
+
+    token: str
+    outcome: str  # enrolled | re-enrolled
+    note: str
+
+
+_TAKEN = ("PC {install_id} is enrolled already and its token is live: enrolling it again needs that token "
+          "(or an administrator's `agentd hub pc allow-reenroll {install_id}`)")
+
+
+def no_nul(field_name: str, value: str | None) -> None:
+    """PostgreSQL cannot store a NUL character in text: refuse it as bad input (a 4xx),
+    the same on every database."""
+    if value is not None and "\x00" in value:
+        raise HubInputError(f"{field_name} must not contain a NUL character", 422)
+
+
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, hash_workers: int = 2) -> None:
         self.engine = engine
         self.verified = security.VerifiedCache()
+        self.hashing = security.Hashing(hash_workers)
 
     # -- enrollment keys --------------------------------------------------------------
 
@@ -70,31 +93,86 @@ class Store:
 
     # -- PCs ----------------------------------------------------------------------------
 
-    async def enroll(self, key_text: str, install_id: str, hostname: str, user: str | None) -> str:
-        """Trade a fleet key for this PC's own install token (shown once)."""
+    async def enroll(self, key_text: str, install_id: str, hostname: str, user: str | None, *,
+                     current_token: str | None = None, client: str | None = None) -> Enrolled:
+        """Trade a fleet key for this PC's own install token (shown once).
+
+        An install id that already has a live (unrevoked) token is not handed a new one
+        for the fleet key alone (every PC has the key, and install ids are in reports):
+        the request must carry that token (``current_token``: a rotation), or an
+        administrator must have allowed it (``allow_reenroll``). Refusals are recorded
+        too, so the PC's page shows an attempt to take it over."""
         parts = security.split(security.ENROLL_KEY_KIND, key_text)
         if parts is None:
             raise HubInputError("not an enrollment key", 401)
         if not SAFE_ID.match(install_id or ""):
             raise HubInputError("install_id must be 1-100 letters, digits or ._:-")
+        no_nul("hostname", hostname)
+        no_nul("user", user)
         key_id, secret = parts
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(enroll_keys).where(enroll_keys.c.id == key_id))).mappings().first()
-            pc = (await conn.execute(sa.select(pcs.c.revoked).where(pcs.c.install_id == install_id))).first()
-        if row is None or row["revoked"] is not None or not security.verify_secret(row["key_hash"], secret):
+            pc = (await conn.execute(sa.select(pcs.c.revoked, pcs.c.token_id, pcs.c.token_hash, pcs.c.reenroll_until)
+                                     .where(pcs.c.install_id == install_id))).first()
+        if row is None or row["revoked"] is not None or not await self.hashing.verify_secret(row["key_hash"], secret):
             raise HubInputError("enrollment key unknown or revoked", 401)
         if pc is not None and pc.revoked is not None:
             raise HubInputError("this PC was revoked on the hub; an administrator must remove it first", 403)
-        token = security.issue(security.INSTALL_TOKEN_KIND)
+        how = "enrolled"
+        if pc is not None:
+            if current_token and await self._token_of(pc.token_id, pc.token_hash, current_token):
+                how = "re-enrolled with its current token"
+            elif pc.reenroll_until is not None and pc.reenroll_until > now():
+                how = "re-enrolled (allowed by an administrator)"
+            else:
+                await self._refused(install_id, key_id, client, "a live token exists and was not presented")
+                raise HubInputError(_TAKEN.format(install_id=install_id), 409)
+        token = await self.hashing.issue(security.INSTALL_TOKEN_KIND)
         values = dict(token_id=token.id, token_hash=token.hash, enroll_key_id=key_id, hostname=hostname[:255],
-                      agent_user=(user or None) and user[:255], enrolled=now())
+                      agent_user=(user or None) and user[:255], enrolled=now(), reenroll_until=None)
+        try:
+            async with self.engine.begin() as conn:
+                if pc is None:
+                    await conn.execute(pcs.insert().values(install_id=install_id, **values))
+                else:  # only over the token that was checked: of two re-enrollments at once, one wins
+                    done = await conn.execute(pcs.update().where(pcs.c.install_id == install_id, pcs.c.token_id == pc.token_id,
+                                                                 pcs.c.revoked.is_(None)).values(**values))
+                    if done.rowcount != 1:
+                        raise IntegrityError("re-enrollment raced", None, Exception("raced"))
+                await conn.execute(enroll_keys.update().where(enroll_keys.c.id == key_id).values(uses=enroll_keys.c.uses + 1))
+                await conn.execute(enrollments.insert().values(install_id=install_id, at=now(), outcome="enrolled" if pc is None else "re-enrolled",
+                                                               client=(client or "")[:64] or None, enroll_key_id=key_id, note=how))
+        except IntegrityError:  # another enrollment of this install id got there first: it keeps the only token
+            await self._refused(install_id, key_id, client, "another enrollment of this PC was accepted at the same moment")
+            raise HubInputError(_TAKEN.format(install_id=install_id), 409) from None
+        return Enrolled(token.text, "enrolled" if pc is None else "re-enrolled", how)
+
+    async def _token_of(self, token_id: str, token_hash: str, token_text: str) -> bool:
+        parts = security.split(security.INSTALL_TOKEN_KIND, token_text)
+        return parts is not None and parts[0] == token_id and await self.hashing.verify_secret(token_hash, parts[1])
+
+    async def _refused(self, install_id: str, key_id: str, client: str | None, why: str) -> None:
         async with self.engine.begin() as conn:
-            if pc is None:
-                await conn.execute(pcs.insert().values(install_id=install_id, **values))
-            else:  # a PC that lost its token enrolls again: the old token stops working
-                await conn.execute(pcs.update().where(pcs.c.install_id == install_id).values(**values))
-            await conn.execute(enroll_keys.update().where(enroll_keys.c.id == key_id).values(uses=enroll_keys.c.uses + 1))
-        return token.text
+            await conn.execute(enrollments.insert().values(install_id=install_id, at=now(), outcome="refused",
+                                                           client=(client or "")[:64] or None, enroll_key_id=key_id, note=why[:300]))
+
+    async def allow_reenroll(self, install_id: str, window_s: float = REENROLL_WINDOW_S) -> bool:
+        """Let this PC enroll again with the fleet key alone, once, within ``window_s``
+        (it lost its token); False when there is no such unrevoked PC."""
+        async with self.engine.begin() as conn:
+            done = await conn.execute(pcs.update().where(pcs.c.install_id == install_id, pcs.c.revoked.is_(None))
+                                      .values(reenroll_until=now() + window_s))
+            if done.rowcount:
+                await conn.execute(enrollments.insert().values(install_id=install_id, at=now(), outcome="allowed",
+                                                               note=f"an administrator allowed re-enrollment for {window_s / 60:g} min"))
+        return done.rowcount > 0
+
+    async def enrollment_events(self, install_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The PC's enrollments, re-enrollments and refused attempts, newest first."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(enrollments).where(enrollments.c.install_id == install_id)
+                                       .order_by(enrollments.c.at.desc(), enrollments.c.id.desc()).limit(limit))).mappings().all()
+        return [dict(r) for r in rows]
 
     async def pc_for_token(self, token_text: str) -> PC | None:
         parts = security.split(security.INSTALL_TOKEN_KIND, token_text)
@@ -107,7 +185,7 @@ class Store:
             return None
         mark = security.fingerprint(f"{row['token_hash']}|{token_text}")
         if not self.verified.has(mark):
-            if not security.verify_secret(row["token_hash"], secret):
+            if not await self.hashing.verify_secret(row["token_hash"], secret):
                 return None
             self.verified.add(mark)
         return PC(row["install_id"], row["token_id"], row["hostname"], row["revoked"])
@@ -148,6 +226,33 @@ class Store:
             row = (await conn.execute(sa.select(pcs.c.revoked).where(pcs.c.install_id == install_id))).first()
         return row is None or row.revoked is not None
 
+    async def disconnected(self, install_id: str, node: str) -> None:
+        """This process's socket of the PC closed: not connected, unless it is connected
+        to another process by now (a PC that moved keeps that process's mark)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(pcs.update().where(pcs.c.install_id == install_id, pcs.c.connected_node == node)
+                               .values(connected_node=None, last_seen=now()))
+
+    async def present(self, node: str, held: set[str], stale_after_s: float) -> int:
+        """One round of presence. The PCs whose sockets this process holds (``held``) are
+        seen now; a PC marked connected to this process that it does not hold (its
+        disconnect was not recorded) and a PC marked connected to a process that stopped
+        marking its own for ``stale_after_s`` (it crashed) are marked not connected.
+        Returns how many were cleared."""
+        async with self.engine.begin() as conn:
+            await conn.execute(pcs.update().where(pcs.c.connected_node == node).values(last_seen=now()))
+            marked = {r.install_id for r in (await conn.execute(sa.select(pcs.c.install_id).where(pcs.c.connected_node == node))).all()}
+            cleared = 0
+            gone = sorted(marked - held)
+            for start in range(0, len(gone), 500):
+                done = await conn.execute(pcs.update().where(pcs.c.connected_node == node, pcs.c.install_id.in_(gone[start:start + 500]))
+                                          .values(connected_node=None))
+                cleared += done.rowcount or 0
+            done = await conn.execute(pcs.update().where(pcs.c.connected_node.is_not(None), pcs.c.connected_node != node,
+                                                         sa.or_(pcs.c.last_seen.is_(None), pcs.c.last_seen < now() - stale_after_s))
+                                      .values(connected_node=None))
+        return cleared + (done.rowcount or 0)
+
     async def seen(self, install_id: str, *, public_ip: str | None = None, node: str | None | bool = False) -> None:
         values: dict[str, Any] = {"last_seen": now()}
         if public_ip:
@@ -166,7 +271,7 @@ class Store:
             raise HubInputError("the password must have at least 8 characters")
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(users.insert().values(name=name, password_hash=security.hash_password(password), created=now()))
+                await conn.execute(users.insert().values(name=name, password_hash=await self.hashing.hash_password(password), created=now()))
         except IntegrityError:
             raise HubInputError(f"user {name!r} exists already") from None
 
@@ -181,16 +286,27 @@ class Store:
             await conn.execute(sessions.delete().where(sessions.c.user_name == name))
         return done.rowcount > 0
 
-    async def check_password(self, name: str, password: str) -> bool:
+    async def remembered_password(self, name: str, password: str) -> bool:
+        """A password this process verified lately (no hash runs, nothing is charged)."""
+        if not USER_NAME.match(name):
+            return False
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(users.c.password_hash).where(users.c.name == name))).first()
+        return row is not None and self.verified.has(security.fingerprint(f"{row.password_hash}|{password}"))
+
+    async def check_password(self, name: str, password: str) -> bool:
+        """argon2 in the hashing pool, never on the event loop."""
+        row = None
+        if USER_NAME.match(name) and len(password) <= 1024:  # a name that cannot exist (a NUL in it...) is not looked up
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(sa.select(users.c.password_hash).where(users.c.name == name))).first()
         if row is None:
-            security.verify_password(_DUMMY_HASH, password)  # same cost whether the user exists or not
+            await self.hashing.verify_password(_DUMMY_HASH, password[:1024])  # same cost whether the user exists or not
             return False
         mark = security.fingerprint(f"{row.password_hash}|{password}")
         if self.verified.has(mark):
             return True
-        ok = security.verify_password(row.password_hash, password)
+        ok = await self.hashing.verify_password(row.password_hash, password)
         if ok:
             self.verified.add(mark)
         return ok
@@ -225,26 +341,32 @@ class Store:
     async def store_report(self, pc: PC, report: Report, body: str, public_ip: str | None) -> bool:
         """Store once: True when stored now, False when the hub had it already."""
         row = summarize(report)
-        created_ts = row.pop("created_ts")
+        received = now()
+        # a report cannot have been made after it arrived: a PC's clock ahead (or a forged
+        # "created" in the future) must not make a report the latest for good
+        created_ts = min(row.pop("created_ts"), received)
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(
                     reports.insert().values(
                         id=report.id, install_id=pc.install_id, created=report.created, created_ts=created_ts,
-                        received=now(), body=body, public_ip=public_ip, **row,
+                        received=received, body=body, public_ip=public_ip, **row,
                     )
                 )
-                values: dict[str, Any] = {"last_report_id": report.id, "hostname": report.agent.hostname[:255],
-                                          "agent_user": report.agent.user, "last_seen": now()}
+                values: dict[str, Any] = {"last_seen": now()}
                 if public_ip:
                     values["public_ip"] = public_ip
                 await conn.execute(pcs.update().where(pcs.c.install_id == pc.install_id).values(**values))
-                if report.profile == "preshift":
-                    newer = sa.or_(
-                        pcs.c.last_preshift_id.is_(None),
-                        pcs.c.last_preshift_id < report.id,  # report ids sort by time
-                    )
-                    await conn.execute(pcs.update().where(pcs.c.install_id == pc.install_id, newer).values(last_preshift_id=report.id))
+                # the PC's latest report is the one it made last (its created time), never the
+                # greatest id: an id is chosen by the PC, so a forged "zzzz..." would pin the status
+                columns = [pcs.c.last_report_id] + ([pcs.c.last_preshift_id] if report.profile == "preshift" else [])
+                for current in columns:
+                    made = sa.select(reports.c.created_ts).where(reports.c.id == current).scalar_subquery()
+                    newer = sa.or_(current.is_(None), sa.func.coalesce(made, -1.0) <= created_ts)
+                    values = {current.name: report.id}
+                    if current is pcs.c.last_report_id:  # the PC's name and agent as its latest report says
+                        values |= {"hostname": report.agent.hostname[:255], "agent_user": report.agent.user}
+                    await conn.execute(pcs.update().where(pcs.c.install_id == pc.install_id, newer).values(**values))
         except IntegrityError:
             return False
         return True
@@ -497,14 +619,47 @@ def network_of(address: str | None, v4_prefix: int = 24, v6_prefix: int = 48) ->
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of objects and lists a report may have (a real one has about 8)."""
+
+
+def check_shape(data: Any) -> None:
+    """Refuse what would fail later rather than now (a 4xx, not a 500): nesting deeper
+    than ``MAX_DEPTH`` (rendering and storing recurse), and NUL characters in any text
+    (PostgreSQL cannot store them). Iterative, so the check itself cannot recurse."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise HubInputError(f"field {where or 'body'!r} contains a NUL character", 422)
+            continue
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth >= MAX_DEPTH:
+            raise HubInputError(f"report nested too deeply at {where[:80]!r} (the limit is {MAX_DEPTH} levels)", 422)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{where}.{key}" if where else str(key)
+                if "\x00" in key:
+                    raise HubInputError(f"a key in {where or 'the report'!r} contains a NUL character", 422)
+                stack.append((item, path[:200], depth + 1))
+        else:
+            for n, item in enumerate(value):
+                stack.append((item, f"{where}[{n}]"[:200], depth + 1))
+
+
 def parse_report(body: bytes, *, max_bytes: int) -> tuple[Report, str]:
     """Schema-check an uploaded report; HubInputError names the first problem."""
     if len(body) > max_bytes:
         raise HubInputError(f"report too large: {len(body)} bytes, the limit is {max_bytes}", 413)
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise HubInputError(f"report nested too deeply (the limit is {MAX_DEPTH} levels)", 422) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise HubInputError(f"body is not JSON: {str(exc)[:120]}") from None
+    check_shape(data)
     if not isinstance(data, dict):
         raise HubInputError("body must be a JSON object (an agentd.report/1 document)", 422)
     if data.get("schema") != "agentd.report/1":

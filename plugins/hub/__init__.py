@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +115,9 @@ async def enroll(settings: HubClientSettings) -> str:
         raise DeliveryError(f"hub {base_url(settings)} not reachable for enrollment: {type(exc).__name__}") from None
     if response.status_code != 201:
         raise DeliveryError(f"hub refused enrollment: HTTP {response.status_code} {_error_line(response)}",
-                            retryable=response.status_code >= 500 or response.status_code == 429)
+                            # 409: enrolled already with a live token this PC lost; an administrator's
+                            # allow-reenroll lets a later attempt through, so keep the report
+                            retryable=response.status_code >= 500 or response.status_code in (409, 429))
     token = response.json().get("token")
     if not isinstance(token, str):
         raise DeliveryError("hub answered enrollment without a token")
@@ -125,7 +128,30 @@ async def enroll(settings: HubClientSettings) -> str:
 
 
 async def install_token(settings: HubClientSettings) -> str:
-    return load_token(settings) or await enroll(settings)
+    """The stored token, else one enrollment. Enrollment holds a lock file in the state
+    folder: the hub link and a spool flush starting at once (or the daemon and an
+    ``agentd reports flush``) enroll once, and the second reads the token the first got
+    (the hub refuses a second enrollment of a PC whose token is live)."""
+    token = load_token(settings)
+    if token:
+        return token
+    from agentd.osdeps import filelock
+
+    path = token_path().with_name(TOKEN_FILE + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = asyncio.get_running_loop().time() + settings.timeout_s * 2
+        while not filelock.try_lock(fd):
+            if asyncio.get_running_loop().time() > deadline:
+                raise DeliveryError("another agentd process is enrolling this PC with the hub; trying again later")
+            await asyncio.sleep(0.05)
+        try:
+            return load_token(settings) or await enroll(settings)
+        finally:
+            filelock.unlock(fd)
+    finally:
+        os.close(fd)
 
 
 def _error_line(response: httpx.Response) -> str:

@@ -23,6 +23,7 @@ BENCHMARKS = {
     "media_loss": "media.path transport and loss over 20 full pre-shift runs per loss level in the lab (issue 11; root)",
     "faults": "memory under hostile input: a 50 MB Genesys answer, 200 control clients with 4 MiB lines (issue 14)",
     "bufferbloat": "path.load's added delay on a tbf-bloated uplink (truth 300 ms) and a clean link, bytes per test (issue 20; root)",
+    "hub_faults": "the hub under a 5 000-PC reconnect storm, a wrong-password flood and PostgreSQL restarts (issues 23, 24)",
     "softphone_ice": "fetching the softphone's own STUN/TURN servers over the streaming channel: cold and cached (issue 10)",
 }
 

@@ -34,7 +34,7 @@ log = structlog.get_logger("agentd.hub.agents")
 CHANNEL = "agentd_hub"
 LISTEN_CHECK_S = 5.0
 """How often an idle LISTEN connection is checked with ``SELECT 1``."""
-REOPEN_MIN_S, REOPEN_MAX_S = 0.2, 5.0
+REOPEN_MIN_S, REOPEN_MAX_S = 0.2, 1.0
 """Backoff of reopening a lost LISTEN connection: doubling from the first to the second."""
 
 
@@ -50,6 +50,7 @@ class Agents:
         self._watch: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self.listen_reopened = 0
+        self.pending_s = 30.0  # a request older than this has been shown as failed (RUN_ANSWER_S)
 
     # -- start and stop --------------------------------------------------------------------
 
@@ -107,6 +108,18 @@ class Agents:
                     delay = min(REOPEN_MAX_S, delay * 2)
             self.listen_reopened += 1
             log.warning("LISTEN connection to PostgreSQL reopened", attempts=attempts, after_s=round(time.monotonic() - started, 2))
+            try:
+                await self._send_pending()
+            except Exception as exc:
+                log.warning("requests made while LISTEN was down not looked up", error=type(exc).__name__)
+
+    async def _send_pending(self) -> None:
+        """Requests published while this process was not listening were not heard: send
+        the recent ones still waiting for a PC held here."""
+        for run_id, install_id, profile in await self.store.pending_runs(self.pending_s):
+            if install_id in self.sockets and run_id not in self.runs:
+                log.info("sending a check request made while LISTEN was down", run=run_id, install_id=install_id)
+                await self._send_local(run_id, install_id, profile)
 
     async def stop(self) -> None:
         if self._watch is not None:

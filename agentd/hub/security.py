@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from argon2 import PasswordHasher
+
+from agentd.osdeps.priority import lower_this_thread
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 PASSWORDS = PasswordHasher()
@@ -197,7 +199,9 @@ class Hashing:
 
     def __init__(self, workers: int = 2) -> None:
         self.workers = workers
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentd-hash")
+        # the threads run at a lower CPU priority: on a busy machine the event loop (and
+        # /healthz, the sockets, ingest) goes first and the hashes take longer
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentd-hash", initializer=lower_this_thread)
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:

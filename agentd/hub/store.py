@@ -473,6 +473,14 @@ class Store:
                                                     state="requested", created=now(), updated=now()))
         return run_id
 
+    async def pending_runs(self, max_age_s: float) -> list[tuple[str, str, str]]:
+        """(run id, install id, profile) of recent runs no process has sent to its PC yet."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(runs.c.id, runs.c.install_id, runs.c.profile)
+                                       .where(runs.c.state == "requested", runs.c.created > now() - max_age_s)
+                                       .order_by(runs.c.created).limit(1000))).all()
+        return [(r.id, r.install_id, r.profile) for r in rows]
+
     async def run_state(self, run_id: str, state: str, *, report_id: str | None = None, error: str | None = None) -> bool:
         """Move a run on. An ended run stays ended, except that a report arriving after
         all (``done``) wins over a timeout or a lost socket. True when the run changed."""

@@ -1,6 +1,8 @@
 """The platform seam: what differs between Linux, macOS and Windows, one module per concern.
 
 - :mod:`agentd.osdeps.filelock`: the spool's delivery lock (``flock`` / ``msvcrt.locking``);
+- :mod:`agentd.osdeps.priority`: a background thread that yields the CPU (the hub's
+  argon2 threads: a per-thread nice value on Linux, nothing elsewhere);
 - :mod:`agentd.osdeps.control_channel`: where the control channel listens and who may use
   it (a Unix socket with ``SO_PEERCRED``/``getpeereid``; a named pipe with a security
   descriptor and the client's token on Windows);

@@ -50,6 +50,8 @@ class Agents:
         self._watch: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self.listen_reopened = 0
+        self._connects: list[tuple[str, str | None, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task | None = None
         self.pending_s = 30.0  # a request older than this has been shown as failed (RUN_ANSWER_S)
 
     # -- start and stop --------------------------------------------------------------------
@@ -132,6 +134,31 @@ class Agents:
                 await self._listener.close(timeout=2)
 
     # -- sockets ---------------------------------------------------------------------------
+
+    async def record_connected(self, install_id: str, public_ip: str | None) -> None:
+        """Return once this PC's connection is in the database (raises when the write
+        failed). Connections arriving while a write runs go in the next one: a fleet
+        reconnecting after a restart costs a commit per batch, not one per PC."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._connects.append((install_id, public_ip, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_connects())
+        await done
+
+    async def _write_connects(self) -> None:
+        while self._connects:
+            batch, self._connects = self._connects[:500], self._connects[500:]
+            try:
+                await self.store.connected_many(self.node, [(install_id, ip) for install_id, ip, _ in batch])
+            except Exception as exc:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                        done.exception()  # retrieved here too: a PC that went away meanwhile is not an error
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
     async def attach(self, install_id: str, ws: Any) -> None:
         old = self.sockets.get(install_id)

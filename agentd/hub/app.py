@@ -76,6 +76,7 @@ class HubSettings:
     login_address_factor: float = 10.0  # the per-address backstop: this many times the per-account budget
     hash_workers: int = 2  # argon2 runs at once (threads; the event loop never hashes)
     presence_s: float = 20.0  # how often a process marks its PCs present; 3 rounds missed: not connected
+    socket_admission: int = 4  # PC sockets whose token is being checked at once (the database pool has 15)
     site_window_s: float = 1800.0
     site_min_pcs: int = 3
     site_min_share: float = 0.6
@@ -115,6 +116,7 @@ class Hub:
         self._run_sweeper: asyncio.Task | None = None
         self.alerter: Any = None
         self._presence: asyncio.Task | None = None
+        self.admission = asyncio.Semaphore(settings.socket_admission)
 
     async def startup(self) -> None:
         await self.agents.start()
@@ -366,7 +368,8 @@ async def post_report(request: Request) -> Response:
 
 async def agent_socket(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
-    pc = await pc_from(ws)
+    async with hub.admission:  # a reconnect storm takes a few pool connections, never all of them
+        pc = await pc_from(ws)
     if pc is None:
         await ws.close(code=1008)  # before accept: the client sees HTTP 403
         return
@@ -374,7 +377,7 @@ async def agent_socket(ws: WebSocket) -> None:
     attached = False
     try:
         # recorded first: a PC whose connection could not be recorded is not held (nor counted)
-        await hub.store.seen(pc.install_id, public_ip=client_ip(ws), node=hub.settings.node)
+        await hub.agents.record_connected(pc.install_id, client_ip(ws))
         await hub.agents.attach(pc.install_id, ws)
         attached = True
     except Exception as exc:

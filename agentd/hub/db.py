@@ -49,6 +49,7 @@ pcs = sa.Table(
     sa.Column("last_preshift_id", sa.String(100), nullable=True),
     sa.Column("last_report_id", sa.String(100), nullable=True),
     sa.Column("reenroll_until", sa.Float, nullable=True),  # an administrator allowed re-enrollment until then
+    sa.Column("token_check", sa.String(64), nullable=True),  # security.token_check of the secret (NULL: enrolled before it existed)
 )
 
 enrollments = sa.Table(

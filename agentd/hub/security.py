@@ -7,7 +7,11 @@
   lighter parameters than a password's (a random secret cannot be guessed, so the hash
   need not be slow; it only must not be reversible). A process remembers a token it
   verified (as a SHA-256 of it) so a reconnecting PC costs one hash, not an argon2 run;
-  revocation is read from the database every time, so it takes effect at once.
+  revocation is read from the database every time, so it takes effect at once. Beside
+  the argon2 hash the row keeps :func:`token_check`, a SHA-256 of the secret: a 256-bit
+  random secret cannot be guessed from it either, and it spares the argon2 run when every
+  PC reconnects to a restarted hub (argon2 runs once per PC, for tokens issued before the
+  check existed, which then gets written).
 - Every argon2 run (a token, a password, a new hash) happens in :class:`Hashing`'s thread
   pool, at most ``workers`` at once, never on the event loop: a reconnect storm or a
   flood of wrong passwords queues there while ``/healthz`` and the sockets keep answering.
@@ -53,6 +57,11 @@ def issue(kind: str) -> IssuedSecret:
     ident = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     return IssuedSecret(ident, f"{kind}.{ident}.{secret}", TOKENS.hash(secret))
+
+
+def token_check(secret: str) -> str:
+    """The fast check of an install token's secret (hex SHA-256, domain-separated)."""
+    return hashlib.sha256(f"agentd-pc-token|{secret}".encode("utf-8")).hexdigest()
 
 
 def split(kind: str, text: str) -> tuple[str, str] | None:
@@ -228,8 +237,10 @@ class Hashing:
     async def hash_password(self, password: str) -> str:
         return await self.run(hash_password, password)
 
-    async def issue(self, kind: str) -> IssuedSecret:
-        return await self.run(issue, kind)
+    async def issue(self, kind: str) -> tuple[IssuedSecret, str]:
+        """A new key or token and the :func:`token_check` of its secret."""
+        issued = await self.run(issue, kind)
+        return issued, token_check(issued.text.split(".")[2])
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -127,8 +127,8 @@ class Store:
             else:
                 await self._refused(install_id, key_id, client, "a live token exists and was not presented")
                 raise HubInputError(_TAKEN.format(install_id=install_id), 409)
-        token = await self.hashing.issue(security.INSTALL_TOKEN_KIND)
-        values = dict(token_id=token.id, token_hash=token.hash, enroll_key_id=key_id, hostname=hostname[:255],
+        token, check = await self.hashing.issue(security.INSTALL_TOKEN_KIND)
+        values = dict(token_id=token.id, token_hash=token.hash, token_check=check, enroll_key_id=key_id, hostname=hostname[:255],
                       agent_user=(user or None) and user[:255], enrolled=now(), reenroll_until=None)
         try:
             async with self.engine.begin() as conn:
@@ -150,6 +150,15 @@ class Store:
     async def _token_of(self, token_id: str, token_hash: str, token_text: str) -> bool:
         parts = security.split(security.INSTALL_TOKEN_KIND, token_text)
         return parts is not None and parts[0] == token_id and await self.hashing.verify_secret(token_hash, parts[1])
+
+    async def connected_many(self, node: str, found: list[tuple[str, str | None]]) -> None:
+        """Many PCs' sockets opened on this process (install id, public address): one
+        transaction (a storm of reconnects is one commit per batch, not one each)."""
+        values = [{"b_id": install_id, "b_ip": ip} for install_id, ip in found]
+        async with self.engine.begin() as conn:
+            await conn.execute(pcs.update().where(pcs.c.install_id == sa.bindparam("b_id"))
+                               .values(connected_node=node, last_seen=now(), public_ip=sa.func.coalesce(sa.bindparam("b_ip"), pcs.c.public_ip)),
+                               values)
 
     async def _refused(self, install_id: str, key_id: str, client: str | None, why: str) -> None:
         async with self.engine.begin() as conn:
@@ -185,20 +194,27 @@ class Store:
             return None
         mark = security.fingerprint(f"{row['token_hash']}|{token_text}")
         if not self.verified.has(mark):
-            if not await self.hashing.verify_secret(row["token_hash"], secret):
-                return None
+            if row["token_check"]:
+                if not security.same(security.token_check(secret), row["token_check"]):
+                    return None
+            else:  # a token issued before the fast check: argon2 once, then the check is kept
+                if not await self.hashing.verify_secret(row["token_hash"], secret):
+                    return None
+                async with self.engine.begin() as conn:
+                    await conn.execute(pcs.update().where(pcs.c.token_id == token_id, pcs.c.token_check.is_(None))
+                                       .values(token_check=security.token_check(secret)))
             self.verified.add(mark)
         return PC(row["install_id"], row["token_id"], row["hostname"], row["revoked"])
 
     async def list_pcs(self) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(sa.select(pcs).order_by(pcs.c.hostname, pcs.c.install_id))).mappings().all()
-        return [{k: v for k, v in r.items() if k not in ("token_hash",)} for r in rows]
+        return [{k: v for k, v in r.items() if k not in ("token_hash", "token_check")} for r in rows]
 
     async def pc_row(self, install_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(pcs).where(pcs.c.install_id == install_id))).mappings().first()
-        return None if row is None else {k: v for k, v in row.items() if k != "token_hash"}
+        return None if row is None else {k: v for k, v in row.items() if k not in ("token_hash", "token_check")}
 
     async def revoke_pc(self, install_id: str) -> bool:
         async with self.engine.begin() as conn:

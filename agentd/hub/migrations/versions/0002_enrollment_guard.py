@@ -1,5 +1,6 @@
 """Enrollment that cannot be taken over: an administrator's window for re-enrolling a PC
-(``agentd hub pc allow-reenroll``) and the log of every enrollment and refused attempt.
+(``agentd hub pc allow-reenroll``) and the log of every enrollment and refused attempt;
+a SHA-256 check of each install token, so a reconnecting fleet costs no argon2.
 
 Revision ID: 0002
 Revises: 0001
@@ -17,6 +18,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("pcs") as batch:
         batch.add_column(sa.Column("reenroll_until", sa.Float, nullable=True))
+        batch.add_column(sa.Column("token_check", sa.String(64), nullable=True))
     op.create_table(
         "enrollments",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -33,3 +35,4 @@ def downgrade() -> None:
     op.drop_table("enrollments")
     with op.batch_alter_table("pcs") as batch:
         batch.drop_column("reenroll_until")
+        batch.drop_column("token_check")

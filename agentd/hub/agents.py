@@ -50,6 +50,7 @@ class Agents:
         self._watch: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self.listen_reopened = 0
+        self.stopping = False
         self._connects: list[tuple[str, str | None, asyncio.Future[None]]] = []
         self._writer: asyncio.Task | None = None
         self.pending_s = 30.0  # a request older than this has been shown as failed (RUN_ANSWER_S)
@@ -123,12 +124,26 @@ class Agents:
                 log.info("sending a check request made while LISTEN was down", run=run_id, install_id=install_id)
                 await self._send_local(run_id, install_id, profile)
 
+    async def close_all(self) -> None:
+        """The process is stopping: every PC's socket closes with 1012 (service restart:
+        it reconnects), and one statement marks them all not connected (each socket's
+        handler then skips its own write)."""
+        self.stopping = True
+        held = list(self.sockets.values())
+        await asyncio.gather(*(self._close_quietly(ws) for ws in held))
+        if held:
+            with contextlib.suppress(Exception):
+                await self.store.node_stopped(self.node)
+
+    @staticmethod
+    async def _close_quietly(ws: Any) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code=1012), 2)
+
     async def stop(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
-        for ws in list(self.sockets.values()):
-            with contextlib.suppress(Exception):
-                await ws.close(code=1012)  # service restart: the PC reconnects
+        await self.close_all()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close(timeout=2)

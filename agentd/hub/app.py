@@ -368,6 +368,9 @@ async def post_report(request: Request) -> Response:
 
 async def agent_socket(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
+    if hub.agents.stopping:
+        await ws.close(code=1012)  # this process is stopping: the PC tries again (another process, or this one restarted)
+        return
     async with hub.admission:  # a reconnect storm takes a few pool connections, never all of them
         pc = await pc_from(ws)
     if pc is None:
@@ -403,7 +406,7 @@ async def agent_socket(ws: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
-        if hub.agents.detach(pc.install_id, ws):
+        if hub.agents.detach(pc.install_id, ws) and not hub.agents.stopping:
             with contextlib.suppress(Exception):  # if this fails, the presence rounds clear the mark
                 await hub.store.disconnected(pc.install_id, hub.settings.node)
             await _end_runs_offline(hub, pc.install_id)

@@ -27,6 +27,11 @@ class _Server(uvicorn.Server):
 
     async def shutdown(self, sockets=None) -> None:  # type: ignore[override]
         self.notifier.stopping("stopping")
+        # the PCs' sockets first: uvicorn would otherwise wait out its graceful timeout
+        # on thousands of open WebSockets and then cancel their handlers (a traceback each)
+        hub = getattr(getattr(self.config.app, "state", None), "hub", None)
+        if hub is not None:
+            await hub.agents.close_all()
         await super().shutdown(sockets=sockets)
 
 

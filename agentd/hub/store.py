@@ -249,6 +249,11 @@ class Store:
             await conn.execute(pcs.update().where(pcs.c.install_id == install_id, pcs.c.connected_node == node)
                                .values(connected_node=None, last_seen=now()))
 
+    async def node_stopped(self, node: str) -> None:
+        """This process stops: none of its PCs is connected to it any more."""
+        async with self.engine.begin() as conn:
+            await conn.execute(pcs.update().where(pcs.c.connected_node == node).values(connected_node=None, last_seen=now()))
+
     async def present(self, node: str, held: set[str], stale_after_s: float) -> int:
         """One round of presence. The PCs whose sockets this process holds (``held``) are
         seen now; a PC marked connected to this process that it does not hold (its

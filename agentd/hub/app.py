@@ -41,7 +41,7 @@ from agentd.hub import fleet, fleetview
 from agentd.hub import load as load_test
 from agentd.hub.agents import Agents
 from agentd.hub.db import is_postgres, make_engine, redact_url
-from agentd.hub.security import LoginLimiter, RateLimiter, same
+from agentd.hub.security import HashingBusy, LoginLimiter, RateLimiter, same
 from agentd.hub.store import PC, SAFE_ID, HubInputError, Store, network_of, parse_report
 from agentd.model import Report
 
@@ -283,7 +283,13 @@ async def helpdesk(request: Request) -> Helpdesk | None:
         if not hub.login_limit.charge(ip, name):  # charged before the hash runs
             request.state.login_limited = hub.login_limit.retry_after_s(ip, name)
             return None
-        if await hub.store.check_password(name, password):
+        try:
+            ok = await hub.store.check_password(name, password)
+        except HashingBusy:
+            hub.login_limit.refund(ip, name)  # not tried: not counted
+            request.state.login_limited = 5
+            return None
+        if ok:
             hub.login_limit.refund(ip, name)  # only failures use up the budget
             return Helpdesk(name, None)
     return None
@@ -568,7 +574,12 @@ async def login_page(request: Request) -> Response:
     if not hub.login_limit.charge(ip, name):  # before the hash; a right password gives it back
         log.info("login rate-limited", user=name[:100].replace("\x00", "?"), client=ip)
         return page(hub, "login.html", 429, error="Too many wrong attempts; wait a minute.", next=target)
-    if not await hub.store.check_password(name, password):
+    try:
+        ok = await hub.store.check_password(name, password)
+    except HashingBusy:
+        hub.login_limit.refund(ip, name)
+        return page(hub, "login.html", 429, error="The hub is busy checking passwords; try again in a few seconds.", next=target)
+    if not ok:
         log.info("login refused", user=name[:100].replace("\x00", "?"), client=ip)
         return page(hub, "login.html", 401, error="Wrong name or password.", next=target)
     hub.login_limit.refund(ip, name)

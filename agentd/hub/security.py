@@ -198,6 +198,10 @@ class LoginLimiter:
                    self.per_address.retry_after_s(addr) if self.per_address.blocked(addr) else 1)
 
 
+class HashingBusy(Exception):
+    """Too many password checks are waiting already: answer "try again" at once."""
+
+
 class Hashing:
     """argon2 off the event loop: a thread pool of ``workers`` threads (argon2-cffi
     releases the GIL while it hashes), so at most that many run at once and the loop
@@ -206,8 +210,10 @@ class Hashing:
     Verifications of the same secret in flight at once share one run (a script's
     parallel requests with one password cost one hash, not one each)."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, password_queue: int = 32) -> None:
         self.workers = workers
+        self.password_queue = password_queue  # password checks waiting or running, at most
+        self._passwords = 0
         # the threads run at a lower CPU priority: on a busy machine the event loop (and
         # /healthz, the sockets, ingest) goes first and the hashes take longer
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentd-hash", initializer=lower_this_thread)
@@ -232,7 +238,15 @@ class Hashing:
         return await self._shared(fingerprint(f"s|{stored_hash}|{secret}"), verify_secret, stored_hash, secret)
 
     async def verify_password(self, stored_hash: str, password: str) -> bool:
-        return await self._shared(fingerprint(f"p|{stored_hash}|{password}"), verify_password, stored_hash, password)
+        """Raises :class:`HashingBusy` when ``password_queue`` checks are in already: a
+        flood of wrong passwords gets quick refusals, not answers minutes late."""
+        if self._passwords >= self.password_queue:
+            raise HashingBusy
+        self._passwords += 1
+        try:
+            return await self._shared(fingerprint(f"p|{stored_hash}|{password}"), verify_password, stored_hash, password)
+        finally:
+            self._passwords -= 1
 
     async def hash_password(self, password: str) -> str:
         return await self.run(hash_password, password)

@@ -79,3 +79,27 @@ def test_argon2_never_runs_on_the_event_loop(tmp_path, monkeypatch):
 
     asyncio.run(go())
     assert len(threads) >= 4 and all(t.startswith("agentd-hash") for t in threads), threads
+
+
+def test_password_checks_beyond_the_queue_are_refused_at_once():
+    import asyncio
+
+    import pytest
+
+    from agentd.hub import security
+
+    async def go() -> None:
+        hashing = security.Hashing(workers=1, password_queue=2)
+        stored = security.hash_password("right-password-1")
+        try:
+            first = asyncio.ensure_future(hashing.verify_password(stored, "wrong-1"))
+            second = asyncio.ensure_future(hashing.verify_password(stored, "wrong-2"))
+            await asyncio.sleep(0)
+            with pytest.raises(security.HashingBusy):
+                await hashing.verify_password(stored, "wrong-3")
+            assert await first is False and await second is False
+            assert await hashing.verify_password(stored, "right-password-1") is True  # room again
+        finally:
+            hashing.close()
+
+    asyncio.run(go())

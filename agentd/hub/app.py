@@ -412,10 +412,13 @@ async def agent_socket(ws: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
-        if hub.agents.detach(pc.install_id, ws) and not hub.agents.stopping:
-            with contextlib.suppress(Exception):  # if this fails, the presence rounds clear the mark
-                await hub.store.disconnected(pc.install_id, hub.settings.node)
-            await _end_runs_offline(hub, pc.install_id)
+        if hub.agents.detach(pc.install_id, ws):
+            stopping = hub.agents.stopping  # then close_all marked every PC at once
+            if not stopping:
+                with contextlib.suppress(Exception):  # if this fails, the presence rounds clear the mark
+                    await hub.store.disconnected(pc.install_id, hub.settings.node)
+            if not stopping or pc.install_id in hub.agents.runs.values():
+                await _end_runs_offline(hub, pc.install_id)
         log.info("PC disconnected", install_id=pc.install_id)
 
 

@@ -68,7 +68,9 @@ def test_a_forged_report_id_cannot_pin_the_status(live_hub):
 
     def row():
         pcs = httpx.get(f"{live_hub.url}/api/v1/pcs", auth=auth, timeout=30).json()["pcs"]
-        return next(p for p in pcs if p["install_id"] == install_id)["latest_preshift"]
+        found = next(p for p in pcs if p["install_id"] == install_id)
+        assert found["latest"]["id"] == found["latest_preshift"]["id"]  # the status (any profile) and the pre-shift agree here
+        return found["latest_preshift"]
 
     # a ready report with the greatest possible id, made a minute ago
     forged = dataclasses.replace(make_report(install_id), id="z" * 100, created=isoformat(now - timedelta(minutes=1)))

@@ -16,6 +16,7 @@ from agentd import hookimpl
 from agentd.correlation import Findings
 from agentd.model import Evidence, Severity, Status, Verdict
 
+from .segments import placed, unplaced_reason
 from .base import (
     Thresholds,
     call_window,
@@ -201,7 +202,8 @@ def isp_congestion(findings: Findings, limits: Thresholds) -> Verdict | None:
     refs: list[str] = []
     parts: list[str] = []
     media = findings.check("media.path")
-    if passed(media) or failed(media):
+    # a segment verdict (rules/segments.py) names where this path's loss starts: it says it there
+    if (passed(media) or failed(media)) and not placed(findings, limits):
         transport = str(media.details.get("transport", "udp")).lower()
         loss = metric(media, "loss_pct")
         rtt = max((v for v in (metric(media, "rtt_ms"), metric(media, "rtt_p95_ms")) if v is not None), default=None)
@@ -236,7 +238,8 @@ def isp_congestion(findings: Findings, limits: Thresholds) -> Verdict | None:
         "network.isp_congestion",
         Severity.WARNING,
         0.95 if local and server else (0.8 if server else 0.75),
-        "Congestion on the agent's own connection: " + "; ".join(parts) + _over(facts) + ".",
+        "Congestion on the agent's own connection: " + "; ".join(parts) + _over(facts)
+        + (_unplaced(findings, limits) if local else "") + ".",
         "Move the PC to a wired connection or away from heavy traffic on the same line "
         "(video streaming, large uploads); if it persists, take the figures to the ISP. "
         "Re-run `agentd check --profile full` to confirm.",
@@ -320,12 +323,20 @@ def _over(facts: Mapping[str, str]) -> str:
     return f"; the path runs over {' and '.join(where)}" if where else ""
 
 
+def _unplaced(findings: Findings, limits: Thresholds) -> str:
+    """"; where the loss starts could not be told: ..." when media.path's loss has no segment verdict."""
+    why = unplaced_reason(findings, limits)
+    return f" ({why})" if why else ""
+
+
 def _loss_next_step(facts: Mapping[str, str]) -> str:
     steps = []
     if "wifi" in facts:
+        # the segment is not known here (network.local_link says so when the Wi-Fi is at fault)
         steps.append(
-            f"The PC is on Wi-Fi ({facts['wifi']}): connect it by cable, or move it closer to the access point and "
-            "away from other 2.4 GHz traffic, then re-run `agentd check` to confirm the loss is gone."
+            f"The PC is on Wi-Fi ({facts['wifi']}), but where the loss starts could not be measured: run `agentd check` "
+            "once on a cable (or next to the access point); if the loss goes, it is the Wi-Fi; if it stays, take the "
+            "figures to the ISP."
         )
     if "vpn" in facts:
         steps.append(
@@ -348,7 +359,7 @@ def packet_loss(findings: Findings, limits: Thresholds) -> Verdict | None:
     parts: list[str] = []
     media = findings.check("media.path")
     unsure = False
-    if ran(media):
+    if ran(media) and not placed(findings, limits):
         transport = str(media.details.get("transport") or "udp").lower()
         loss, jitter = metric(media, "loss_pct"), metric(media, "jitter_ms")
         decision = media.details.get("loss_decision") if isinstance(media.details.get("loss_decision"), Mapping) else {}
@@ -406,7 +417,7 @@ def packet_loss(findings: Findings, limits: Thresholds) -> Verdict | None:
         "network.packet_loss",
         Severity.WARNING,
         0.95 if local and server else (0.6 if unsure and not server else (0.85 if local else 0.8)),
-        "A lossy link (not congestion): " + "; ".join(parts) + _over(facts) + ".",
+        "A lossy link (not congestion): " + "; ".join(parts) + _over(facts) + _unplaced(findings, limits) + ".",
         _loss_next_step(facts),
         refs,
         limits.pick("loss_pct", "jitter_ms", "rtt_ms", "mos"),

@@ -9,7 +9,7 @@ import pytest
 from agentd.app import App
 from agentd.model import Report, Verdict
 from agentd.testing.invariants import assert_every_bad_check_explained
-from agentd_plugins.rules import host, media, platform, signaling, thresholds
+from agentd_plugins.rules import host, media, platform, segments, signaling, thresholds
 
 RULE_PLUGINS = {
     "rules-thresholds": thresholds,
@@ -17,6 +17,7 @@ RULE_PLUGINS = {
     "rules-signaling": signaling,
     "rules-host": host,
     "rules-platform": platform,
+    "rules-segments": segments,
 }
 
 Correlate = Callable[..., list[Verdict]]

@@ -1,0 +1,127 @@
+"""Issue-20 benchmark: where the line breaks. Segment verdicts over full pre-shift runs in the segment lab.
+
+    .venv/bin/python -m benchmarks.segments                  # every case, 20 runs each (root)
+    .venv/bin/python -m benchmarks.segments --runs 5 --cases clean,home5
+
+The segment lab (agentd/testing/segments.py: agent -> home router (NAT) -> ISP access
+router -> ISP border router -> edge with coturn, in namespaces). Each case places one fault:
+random loss on every IP packet, the same share each way, on the ``home`` link (the agent's
+LAN/Wi-Fi), the ``isp`` link (the access line) or ``beyond`` the ISP (border -> edge); or a
+clean path, or a clean path whose ISP access router rate-limits its ICMP answers as Linux
+does by default. Each run is ``agentd check --profile preshift --json`` as a process in the
+agent namespace; the table counts the runs whose segment verdict is the right one (and no
+other segment verdict), what else was said, wall times, and media.path's and the path
+check's figures. Traffic stays inside the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks._figures import load_average, median_range
+from benchmarks.preshift import OFFLINE_GENESYS, agentd_env
+
+SEGMENT_CODES = ("network.local_link", "network.isp", "network.beyond_isp")
+CASES = {
+    # name: (fault, expected segment code or None)
+    "clean": (None, None),
+    "ratelimit": (("icmp_ratelimit", "isp1"), None),
+    "home5": (("loss", "home", 5), "network.local_link"),
+    "home10": (("loss", "home", 10), "network.local_link"),
+    "isp5": (("loss", "isp", 5), "network.isp"),
+    "isp10": (("loss", "isp", 10), "network.isp"),
+    "beyond5": (("loss", "beyond", 5), "network.beyond_isp"),
+    "beyond10": (("loss", "beyond", 10), "network.beyond_isp"),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    wall_s: float
+    codes: tuple[str, ...]
+    media_loss: float | None
+    gateway_loss: float | None
+    path_status: str | None
+    ok: bool
+
+
+def one_run(lab, env: dict, expected: str | None) -> Run:
+    started = time.monotonic()
+    proc = lab.run_in_agent([sys.executable, "-m", "agentd", "check", "--profile", "preshift", "--json", "--no-daemon"], env=env, timeout=120)
+    wall = time.monotonic() - started
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        return Run(wall, ("no report: " + proc.stderr[-200:],), None, None, None, False)
+    codes = tuple(v["code"] for v in report["verdicts"])
+    checks = {c["id"]: c for c in report["checks"]}
+    media, path = checks.get("media.path", {}), checks.get("path", {})
+    segments = [c for c in codes if c in SEGMENT_CODES]
+    ok = segments == ([expected] if expected else []) and "check.unexplained" not in codes
+    return Run(
+        wall, codes, media.get("metrics", {}).get("loss_pct"), path.get("metrics", {}).get("gateway_loss_pct"), path.get("status"), ok
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Issue-20 benchmark: segment verdicts in the segment lab (root).")
+    parser.add_argument("--runs", type=int, default=20, help="runs per case (default 20)")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated cases (default all: {','.join(CASES)})")
+    parser.add_argument("--verbose", action="store_true", help="print each run as it ends")
+    args = parser.parse_args()
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    from agentd.testing.netlab import NetlabUnavailable
+    from agentd.testing.segments import SegmentLab
+
+    results: dict[str, list[Run]] = {}
+    load_before = load_average()
+    try:
+        with tempfile.TemporaryDirectory(prefix="agentd-bench-seg-") as tmp, SegmentLab.create() as lab:
+            work = Path(tmp)
+            with lab.start_coturn(work / "turn") as turn:
+                config = work / "agentd.toml"
+                config.write_text(OFFLINE_GENESYS + turn.ice_toml())
+                env = agentd_env(work, config)
+                for case in cases:
+                    fault, expected = CASES[case]
+                    lab.clear_faults()
+                    if fault and fault[0] == "loss":
+                        lab.set_loss(fault[1], fault[2], fault[2])
+                    elif fault:
+                        lab.icmp_ratelimit(fault[1])
+                    runs = results.setdefault(case, [])
+                    for i in range(args.runs):
+                        run = one_run(lab, env, expected)
+                        runs.append(run)
+                        if args.verbose:
+                            print(f"{case} {i + 1}: {'ok' if run.ok else 'WRONG'} {run.wall_s:.2f} s media {run.media_loss} gw {run.gateway_loss} {run.codes}", flush=True)
+    except NetlabUnavailable as exc:
+        print(f"segment lab unavailable ({exc})")
+        return
+    print(f"### Segment verdicts in the segment lab ({args.runs} full pre-shift runs per case; load {load_before} -> {load_average()})\n")
+    print("| case | fault | expected | right | verdicts said (runs) | media.path loss_pct | gateway loss_pct | wall time s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for case, runs in results.items():
+        fault, expected = CASES[case]
+        what = "none" if not fault else (f"{fault[2]} % each way on the {fault[1]} link" if fault[0] == "loss" else f"{fault[1]} rate-limits ICMP (1 per s)")
+        said = Counter(c for r in runs for c in r.codes if c.startswith(("network.", "check.")))
+        said_text = ", ".join(f"{c} {n}" for c, n in said.most_common()) or "nothing"
+        print(
+            f"| {case} | {what} | {expected or 'no segment verdict'} | {sum(r.ok for r in runs)}/{len(runs)} | {said_text} "
+            f"| {median_range(r.media_loss for r in runs)} | {median_range(r.gateway_loss for r in runs)} | {median_range((r.wall_s for r in runs), 2)} |"
+        )
+    print()
+
+
+if __name__ == "__main__":
+    main()

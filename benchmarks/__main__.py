@@ -25,6 +25,7 @@ BENCHMARKS = {
     "bufferbloat": "path.load's added delay on a tbf-bloated uplink (truth 300 ms) and a clean link, bytes per test (issue 20; root)",
     "hub_faults": "the hub under a 5 000-PC reconnect storm, a wrong-password flood and PostgreSQL restarts (issues 23, 24)",
     "softphone_ice": "fetching the softphone's own STUN/TURN servers over the streaming channel: cold and cached (issue 10)",
+    "segments": "segment verdicts (local link, ISP, beyond) over 20 full pre-shift runs per fault in the segment lab (issue 20; root)",
 }
 
 

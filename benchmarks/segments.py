@@ -50,6 +50,8 @@ class Run:
     gateway_loss: float | None
     path_status: str | None
     ok: bool
+    path_s: float | None = None
+    media_s: float | None = None
 
 
 def one_run(lab, env: dict, expected: str | None) -> Run:
@@ -66,7 +68,8 @@ def one_run(lab, env: dict, expected: str | None) -> Run:
     segments = [c for c in codes if c in SEGMENT_CODES]
     ok = segments == ([expected] if expected else []) and "check.unexplained" not in codes
     return Run(
-        wall, codes, media.get("metrics", {}).get("loss_pct"), path.get("metrics", {}).get("gateway_loss_pct"), path.get("status"), ok
+        wall, codes, media.get("metrics", {}).get("loss_pct"), path.get("metrics", {}).get("gateway_loss_pct"), path.get("status"), ok,
+        path.get("duration_ms", 0) / 1000.0 if path else None, media.get("duration_ms", 0) / 1000.0 if media else None,
     )
 
 
@@ -109,16 +112,17 @@ def main() -> None:
         print(f"segment lab unavailable ({exc})")
         return
     print(f"### Segment verdicts in the segment lab ({args.runs} full pre-shift runs per case; load {load_before} -> {load_average()})\n")
-    print("| case | fault | expected | right | verdicts said (runs) | media.path loss_pct | gateway loss_pct | wall time s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| case | fault | expected | right | verdicts said (runs) | media.path loss_pct | gateway loss_pct | path check s | media.path s | `agentd check` wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for case, runs in results.items():
         fault, expected = CASES[case]
         what = "none" if not fault else (f"{fault[2]} % each way on the {fault[1]} link" if fault[0] == "loss" else f"{fault[1]} rate-limits ICMP (1 per s)")
-        said = Counter(c for r in runs for c in r.codes if c.startswith(("network.", "check.")))
+        said = Counter(c for r in runs for c in r.codes)
         said_text = ", ".join(f"{c} {n}" for c, n in said.most_common()) or "nothing"
         print(
             f"| {case} | {what} | {expected or 'no segment verdict'} | {sum(r.ok for r in runs)}/{len(runs)} | {said_text} "
-            f"| {median_range(r.media_loss for r in runs)} | {median_range(r.gateway_loss for r in runs)} | {median_range((r.wall_s for r in runs), 2)} |"
+            f"| {median_range(r.media_loss for r in runs)} | {median_range(r.gateway_loss for r in runs)} "
+            f"| {median_range((r.path_s for r in runs), 2)} | {median_range((r.media_s for r in runs), 2)} | {median_range((r.wall_s for r in runs), 2)} |"
         )
     print()
 

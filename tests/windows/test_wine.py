@@ -220,3 +220,32 @@ def test_the_package_installs_and_starts_with_its_install_script(wine: Wine, tmp
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert json.loads(wine.agentd("service", "status", "--json").stdout or "null") is None
     assert not installed.exists()
+
+
+NETPATH = r"""
+import asyncio, json
+from agentd.osdeps import netpath
+route = netpath.route_to("127.0.0.1")
+out = {"route": {"gateway": route.gateway, "local": route.local, "how": route.how}}
+try:
+    found = asyncio.run(netpath.probe_path("127.0.0.1", "127.0.0.1", count=20, interval_s=0.01, hop_every=1, max_hops=3, timeout_s=1.0))
+    out["gateway"] = found.gateway.to_dict() if found.gateway else None
+    out["method"] = found.gateway_method
+    out["hops"] = [h.to_dict() for h in found.hops]
+    out["target_ttl"] = found.target_ttl
+except OSError as exc:
+    out["error"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_the_path_probes_run_through_the_windows_seam(wine: Wine):
+    # IcmpSendEcho2 to loopback: the gateway's echoes and a TTL-limited echo (the target at hop 1)
+    proc = wine.python_code(NETPATH, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["route"]["local"] is True, seen
+    assert "error" not in seen, seen
+    assert seen["method"] == "icmp-win"
+    assert seen["gateway"]["sent"] == 20 and seen["gateway"]["received"] >= 18, seen
+    assert seen["target_ttl"] == 1 and seen["hops"][0]["address"] == "127.0.0.1", seen

@@ -20,11 +20,13 @@ Faults, each on one link at a time (or several):
   ones a router answers itself (pings, TTL exceeded) as well as the forwarded ones);
 - :meth:`SegmentLab.set_rate`: a rate limit with a deep queue (``tc tbf``) on a link's
   egress, the classic bloated uplink;
+- :meth:`SegmentLab.impair_link`: delay, jitter (and loss) per direction, by the userspace
+  NFQUEUE stage of agentd/testing/impair.py (this kernel has no netem);
 - :meth:`SegmentLab.icmp_ratelimit`: a router that rate-limits its ICMP errors
   (``net.ipv4.icmp_ratelimit``, per namespace); every router answers every probe by default.
 
-The agent namespace admits ICMP ping sockets (``net.ipv4.ping_group_range``), as the
-package arranges for the service; ``ping_sockets=False`` leaves the kernel's ``1 0`` (no
+The agent namespace admits ICMP ping sockets (``net.ipv4.ping_group_range``), as
+distributions with systemd's ``50-default.conf`` do; ``ping_sockets=False`` leaves the kernel's ``1 0`` (no
 group), as an agent's own CLI run finds it on Debian.
 
     with SegmentLab.create() as lab, lab.start_coturn(tmp / "turn") as turn:
@@ -205,6 +207,29 @@ class SegmentLab(Netlab):
             "ip", "netns", "exec", self.ns(role), "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
             "rate", f"{rate_kbit}kbit", "burst", "16kb", "latency", f"{queue_ms:g}ms",
         ])
+
+    @contextlib.contextmanager
+    def impair_link(self, link: Link, direction: str, **kw):
+        """Delay, jitter or loss on ``link`` in one direction (``up``: towards the edge), by
+        the userspace NFQUEUE stage (:class:`agentd.testing.impair.Impairment`; keywords
+        ``delay_ms``, ``jitter_ms``, ``loss_pct``, ``protocol``, ``order``, ``seed``).
+
+        The stage sees only forwarded packets, so it sits on the router at one end of the
+        link: what a router answers itself (the gateway's echo replies, TTL exceeded) is not
+        delayed by a stage on its own link; a stage on a later link delays them all."""
+        from agentd.testing.impair import Impairment
+
+        if link not in LINKS:
+            raise ValueError(f"no link {link!r} in the segment lab ({', '.join(LINKS)})")
+        if direction not in ("up", "down"):
+            raise ValueError(f"direction must be 'up' or 'down', not {direction!r}")
+        (up_role, up_dev), (down_role, down_dev) = LINKS[link]
+        if direction == "up":  # arriving at the far router, or leaving the near one
+            where = (down_role, {"iif": down_dev}) if down_role != "edge" else (up_role, {"oif": up_dev})
+        else:
+            where = (up_role, {"iif": up_dev}) if up_role != "agent" else (down_role, {"oif": down_dev})
+        with Impairment.attach(self.ns(where[0]), **where[1], **kw) as stage:
+            yield stage
 
     def icmp_ratelimit(self, role: str, ms: int = 1000) -> None:
         """Make router ``role`` rate-limit its ICMP errors (TTL exceeded, unreachable) as

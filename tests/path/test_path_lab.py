@@ -141,3 +141,24 @@ def test_a_preshift_names_the_segment_where_the_loss_starts(seglab, agentd_env, 
         assert "Wi-Fi" not in v["next_step"].replace("better Wi-Fi spot will not help", "")
     if code == "network.isp":
         assert ISP1_DOWN_IP in v["summary"] and HOME_WAN_IP in v["summary"]
+
+
+def test_delay_placed_beyond_the_isp_shows_from_the_edge_on(seglab):
+    # 40 ms each way on the border -> edge link: the edge's answers take 80 ms more, the ISP's none
+    with seglab.impair_link("beyond", "up", delay_ms=40), seglab.impair_link("beyond", "down", delay_ms=40):
+        seen = seglab.call_in_agent(probe, EDGE_IP)
+    rtts = [h["rtt_ms"] for h in seen["hops"]]
+    assert rtts[2] < 20 and 78 <= rtts[3] < 130, seen["hops"]
+    assert seen["echo"]["rtt_ms"] < 20
+
+
+def test_a_rate_limit_with_a_deep_queue_is_placed_and_cleared(seglab):
+    seglab.set_rate("isp", 1000, 300, direction="up")
+    shown = seglab.exec(seglab.ns("home"), ["tc", "qdisc", "show", "dev", "wan"]).stdout
+    assert "tbf" in shown and "rate 1Mbit" in shown, shown
+    seglab.clear_faults()
+    assert "tbf" not in seglab.exec(seglab.ns("home"), ["tc", "qdisc", "show", "dev", "wan"]).stdout
+    with pytest.raises(ValueError, match="no link"):
+        seglab.set_rate("wifi", 1000, 300)
+    with pytest.raises(ValueError, match="no link"):
+        seglab.set_loss("wifi", 5, 5)

@@ -240,9 +240,11 @@ def isp_congestion(findings: Findings, limits: Thresholds) -> Verdict | None:
         0.95 if local and server else (0.8 if server else 0.75),
         "Congestion on the agent's own connection: " + "; ".join(parts) + _over(facts)
         + (_unplaced(findings, limits) if local else "") + ".",
-        "Move the PC to a wired connection or away from heavy traffic on the same line "
-        "(video streaming, large uploads); if it persists, take the figures to the ISP. "
-        "Re-run `agentd check --profile full` to confirm.",
+        # where the loss starts is not known here (a segment verdict says so when it is): no
+        # Wi-Fi advice as such, only how to tell the Wi-Fi apart
+        "Pause heavy traffic on the same line (video streaming, large uploads) and re-run `agentd check --profile full`; "
+        + ("the PC is on Wi-Fi: one check on a cable tells whether the Wi-Fi is the cause; " if "wifi" in facts else "")
+        + "if it persists, take the figures to the ISP.",
         refs,
         limits.pick("loss_pct", "rtt_ms", "jitter_ms", "mos"),
     )

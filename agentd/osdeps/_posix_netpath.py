@@ -306,7 +306,8 @@ def open_gateway_lane(gateway: str) -> tuple[_Lane | None, str | None, str | Non
 
 
 async def probe_path(
-    target: str, gateway: str | None, *, count: int, interval_s: float, hop_every: int, max_hops: int, timeout_s: float
+    target: str, gateway: str | None, *, count: int, interval_s: float, hop_every: int, max_hops: int, timeout_s: float,
+    stop: asyncio.Event | None = None,
 ) -> PathProbe:
     loop = asyncio.get_running_loop()
     started = time.monotonic()
@@ -338,7 +339,11 @@ async def probe_path(
     for lane in lanes:
         loop.add_reader(lane.sock.fileno(), lane.read, deadline_ns)
     try:
+        stopped_early = False
         for i in range(count):
+            if stop is not None and stop.is_set() and i >= max(1, count // 4):
+                stopped_early = True
+                break
             elapsed = time.monotonic() - started
             if state["target_ttl"] is None and elapsed > TARGET_WAIT_S:
                 answered = [lane.ttl for lane in hops if lane.rtt_ms and lane.ttl is not None]
@@ -375,4 +380,5 @@ async def probe_path(
         hops_note=hops_note,
         target_ttl=state["target_ttl"],
         duration_ms=round((time.monotonic() - started) * 1000.0, 1),
+        stopped_early=stopped_early,
     )

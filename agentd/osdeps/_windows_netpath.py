@@ -135,7 +135,8 @@ class _EchoLane:
 
 
 async def probe_path(
-    target: str, gateway: str | None, *, count: int, interval_s: float, hop_every: int, max_hops: int, timeout_s: float
+    target: str, gateway: str | None, *, count: int, interval_s: float, hop_every: int, max_hops: int, timeout_s: float,
+    stop: asyncio.Event | None = None,
 ) -> PathProbe:
     loop = asyncio.get_running_loop()
     started = time.monotonic()
@@ -152,7 +153,11 @@ async def probe_path(
     target_ttl: int | None = None
     limit = max_hops
     try:
+        stopped_early = False
         for i in range(count):
+            if stop is not None and stop.is_set() and i >= max(1, count // 4):
+                stopped_early = True
+                break
             for lane in hops:  # what the hops have answered so far sets how far up to probe
                 if target_ttl is None or (lane.ttl or 0) < target_ttl:
                     if any(f.done() and not f.exception() and f.result()[1] == target for f in lane.futures):
@@ -184,4 +189,5 @@ async def probe_path(
         hops_note=None,
         target_ttl=target_ttl,
         duration_ms=round((time.monotonic() - started) * 1000.0, 1),
+        stopped_early=stopped_early,
     )

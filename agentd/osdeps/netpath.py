@@ -20,11 +20,12 @@ Nothing here decides anything: it returns what was sent and what came back.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import statistics
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 HOP_PORT_BASE = 33434
@@ -111,7 +112,8 @@ class PathProbe:
     target_ttl: int | None
     """The TTL at which the target itself answered (None: it never did)."""
     duration_ms: float = 0.0
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    stopped_early: bool = False
+    """Sending ended before ``count`` because the caller set ``stop``."""
 
 
 def is_private(address: str) -> bool:
@@ -159,13 +161,17 @@ async def probe_path(
     hop_every: int = 2,
     max_hops: int,
     timeout_s: float,
+    stop: asyncio.Event | None = None,
 ) -> PathProbe:
     """Echo ``gateway`` ``count`` times every ``interval_s`` and, at once, trace ``target``
     every ``hop_every``-th of those ticks, each hop up to the target; a probe unanswered
     ``timeout_s`` after it was sent is lost. Bounded: returns at the latest
-    ``count * interval_s + timeout_s`` (and a little) after it starts."""
+    ``count * interval_s + timeout_s`` (and a little) after it starts. ``stop``, once set,
+    ends the sending early (after at least a quarter of ``count``): the caller no longer
+    needs the figures to be long."""
     if count < 1 or interval_s <= 0 or hop_every < 1 or max_hops < 1 or timeout_s <= 0:
         raise ValueError("count, interval_s, hop_every, max_hops and timeout_s must be positive")
     return await _impl().probe_path(
-        target, gateway, count=count, interval_s=interval_s, hop_every=hop_every, max_hops=max_hops, timeout_s=timeout_s
+        target, gateway, count=count, interval_s=interval_s, hop_every=hop_every, max_hops=max_hops, timeout_s=timeout_s,
+        stop=stop,
     )

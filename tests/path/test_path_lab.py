@@ -162,3 +162,20 @@ def test_a_rate_limit_with_a_deep_queue_is_placed_and_cleared(seglab):
         seglab.set_rate("wifi", 1000, 300)
     with pytest.raises(ValueError, match="no link"):
         seglab.set_loss("wifi", 5, 5)
+
+
+def probe_stopped(target: str) -> tuple[int, bool]:
+    from agentd.osdeps import netpath
+
+    async def run():
+        stop = asyncio.Event()
+        stop.set()  # the caller already knows it needs no long figures
+        found = await netpath.probe_path(target, netpath.route_to(target).gateway, count=100, interval_s=0.005, max_hops=8,
+                                         timeout_s=0.3, stop=stop)
+        return found.gateway.sent, found.stopped_early
+
+    return asyncio.run(run())
+
+
+def test_a_stop_ends_the_probing_after_a_quarter(seglab):
+    assert seglab.call_in_agent(probe_stopped, EDGE_IP) == (25, True)

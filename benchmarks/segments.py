@@ -52,6 +52,9 @@ class Run:
     ok: bool
     path_s: float | None = None
     media_s: float | None = None
+    right: bool = False
+    """The segment verdicts are exactly the expected one (``ok`` also needs no check.unexplained)."""
+    unexplained: str = ""
 
 
 def one_run(lab, env: dict, expected: str | None) -> Run:
@@ -66,10 +69,13 @@ def one_run(lab, env: dict, expected: str | None) -> Run:
     checks = {c["id"]: c for c in report["checks"]}
     media, path = checks.get("media.path", {}), checks.get("path", {})
     segments = [c for c in codes if c in SEGMENT_CODES]
-    ok = segments == ([expected] if expected else []) and "check.unexplained" not in codes
+    right = segments == ([expected] if expected else [])
+    ok = right and "check.unexplained" not in codes
+    unexplained = next((v["summary"] for v in report["verdicts"] if v["code"] == "check.unexplained"), "")
     return Run(
         wall, codes, media.get("metrics", {}).get("loss_pct"), path.get("metrics", {}).get("gateway_loss_pct"), path.get("status"), ok,
         path.get("duration_ms", 0) / 1000.0 if path else None, media.get("duration_ms", 0) / 1000.0 if media else None,
+        right, unexplained,
     )
 
 
@@ -107,20 +113,20 @@ def main() -> None:
                         run = one_run(lab, env, expected)
                         runs.append(run)
                         if args.verbose:
-                            print(f"{case} {i + 1}: {'ok' if run.ok else 'WRONG'} {run.wall_s:.2f} s media {run.media_loss} gw {run.gateway_loss} {run.codes}", flush=True)
+                            print(f"{case} {i + 1}: {'ok' if run.ok else 'WRONG'} {run.wall_s:.2f} s media {run.media_loss} gw {run.gateway_loss} {run.codes} {run.unexplained}", flush=True)
     except NetlabUnavailable as exc:
         print(f"segment lab unavailable ({exc})")
         return
     print(f"### Segment verdicts in the segment lab ({args.runs} full pre-shift runs per case; load {load_before} -> {load_average()})\n")
-    print("| case | fault | expected | right | verdicts said (runs) | media.path loss_pct | gateway loss_pct | path check s | media.path s | `agentd check` wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| case | fault | expected | right segment verdict | with no check.unexplained too | verdicts said (runs) | media.path loss_pct | gateway loss_pct | path check s | media.path s | `agentd check` wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for case, runs in results.items():
         fault, expected = CASES[case]
         what = "none" if not fault else (f"{fault[2]} % each way on the {fault[1]} link" if fault[0] == "loss" else f"{fault[1]} rate-limits ICMP (1 per s)")
         said = Counter(c for r in runs for c in r.codes)
         said_text = ", ".join(f"{c} {n}" for c, n in said.most_common()) or "nothing"
         print(
-            f"| {case} | {what} | {expected or 'no segment verdict'} | {sum(r.ok for r in runs)}/{len(runs)} | {said_text} "
+            f"| {case} | {what} | {expected or 'no segment verdict'} | {sum(r.right for r in runs)}/{len(runs)} | {sum(r.ok for r in runs)}/{len(runs)} | {said_text} "
             f"| {median_range(r.media_loss for r in runs)} | {median_range(r.gateway_loss for r in runs)} "
             f"| {median_range((r.path_s for r in runs), 2)} | {median_range((r.media_s for r in runs), 2)} | {median_range((r.wall_s for r in runs), 2)} |"
         )

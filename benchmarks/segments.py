@@ -17,6 +17,7 @@ check's figures. Traffic stays inside the lab's namespaces.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="runs per case (default 20)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated cases (default all: {','.join(CASES)})")
     parser.add_argument("--verbose", action="store_true", help="print each run as it ends")
+    parser.add_argument("--ab-runs", type=int, default=0, help="also: clean pre-shifts in the two-router netlab with and without the path check, interleaved, this many each (default 0: skip)")
+    parser.add_argument("--ab-only", action="store_true", help="only the with/without comparison")
     args = parser.parse_args()
     cases = [c for c in args.cases.split(",") if c]
     unknown = [c for c in cases if c not in CASES]
@@ -92,6 +95,9 @@ def main() -> None:
     from agentd.testing.netlab import NetlabUnavailable
     from agentd.testing.segments import SegmentLab
 
+    if args.ab_only:
+        ab_table(args.ab_runs or 20)
+        return
     results: dict[str, list[Run]] = {}
     load_before = load_average()
     try:
@@ -129,6 +135,53 @@ def main() -> None:
             f"| {case} | {what} | {expected or 'no segment verdict'} | {sum(r.right for r in runs)}/{len(runs)} | {sum(r.ok for r in runs)}/{len(runs)} | {said_text} "
             f"| {median_range(r.media_loss for r in runs)} | {median_range(r.gateway_loss for r in runs)} "
             f"| {median_range((r.path_s for r in runs), 2)} | {median_range((r.media_s for r in runs), 2)} | {median_range((r.wall_s for r in runs), 2)} |"
+        )
+    print()
+    if args.ab_runs:
+        ab_table(args.ab_runs)
+
+
+def ab_table(runs: int) -> None:
+    """A clean pre-shift as a process in the two-router netlab (media_loss's set-up: a
+    resolver that answers at once, bytecode written), with the path check and without it
+    (``--disable-plugin path``), interleaved so both see the same load."""
+    import os
+    import resource
+
+    from agentd.testing.netlab import Netlab
+    from benchmarks.media_loss import fail_fast_resolver, installed_env
+
+    walls: dict[str, list[float]] = {"with path": [], "without path": []}
+    cpus: dict[str, list[float]] = {"with path": [], "without path": []}
+    path_s: list[float] = []
+    loads: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="agentd-bench-ab-") as tmp, Netlab.create(nat="plain") as lab, fail_fast_resolver(lab):
+        work = Path(tmp)
+        with lab.start_coturn(work / "turn") as turn:
+            config = work / "agentd.toml"
+            config.write_text(OFFLINE_GENESYS + turn.ice_toml())
+            env = installed_env(agentd_env(work, config), work)
+            base = [sys.executable, "-m", "agentd", "check", "--profile", "preshift", "--json", "--no-daemon"]
+            lab.run_in_agent(base, env=env, timeout=60)  # not counted: writes the bytecode
+            for _ in range(runs):
+                for name, extra in (("with path", []), ("without path", ["--disable-plugin", "path"])):
+                    loads.append(os.getloadavg()[0])
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    started = time.monotonic()
+                    proc = lab.run_in_agent(base + extra, env=env, timeout=60)
+                    walls[name].append(time.monotonic() - started)
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpus[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+                    if name == "with path":
+                        with contextlib.suppress(ValueError, KeyError, StopIteration):
+                            path_s.append(next(c["duration_ms"] for c in json.loads(proc.stdout)["checks"] if c["id"] == "path") / 1000.0)
+    print(f"### A clean pre-shift with and without the path check ({runs} interleaved runs each, two-router netlab; load {median_range(loads, 2)})\n")
+    print("| run | `agentd check` wall median (min-max) s | runs <= 2.0 s | CPU median (min-max) s | path check s |")
+    print("|---|---|---|---|---|")
+    for name in walls:
+        print(
+            f"| {name} | {median_range(walls[name], 2)} | {sum(w <= 2.0 for w in walls[name])} of {len(walls[name])} "
+            f"| {median_range(cpus[name], 2)} | {median_range(path_s, 2) if name == 'with path' else '-'} |"
         )
     print()
 

@@ -17,9 +17,10 @@ nothing is ``silent``; one that lost significantly more than the whole path (its
 or deprioritises its ICMP answers, which the media never sees, so it is never blamed.
 
 The loss is placed at the first ``lossy`` point that no later point contradicts (no
-``clean`` point after it: only loss that persists to the edge counts). ``network.isp`` also
-needs the local segment seen clean (the gateway, or a home hop), and
-``network.beyond_isp`` the local segment and an ISP hop seen clean; otherwise the segment
+``clean`` point after it: only loss that persists to the edge counts). A point read clean
+shows every link before it clean, so ``network.isp`` needs some point before the loss read
+clean (the gateway, or an earlier hop), and ``network.beyond_isp`` an ISP hop (or a later
+one) read clean before the loss; otherwise the segment
 cannot be told and ``network.packet_loss`` / ``network.isp_congestion`` stay, saying why
 (:func:`unplaced_reason`).
 """
@@ -175,33 +176,33 @@ def place(findings: Findings, limits: Thresholds) -> Placement | None:
     points = points_of(path_check, p1, p0, end_high)
     end = Point("the media path (media.path)", "end", legs, lost, "lossy")
     chain = [*points, end]
-    first = None
-    for i, point in enumerate(chain):
-        if point.state == "lossy" and not any(later.state == "clean" for later in chain[i + 1:]):
-            first = point
-            break
-    assert first is not None  # the end itself is lossy and has nothing after it
+    # the end itself is lossy with nothing after it, so there always is a first
+    first = next(
+        (p for i, p in enumerate(chain) if p.state == "lossy" and not any(later.state == "clean" for later in chain[i + 1:])), end
+    )
     segment = segment_of(first.role)
     before = chain[: chain.index(first)]
-    local_clean = next((p for p in reversed(before) if p.role in LOCAL_ROLES and p.state == "clean"), None)
-    isp_clean = next((p for p in reversed(before) if p.role in ISP_ROLES and p.state == "clean"), None)
+    # a point read clean shows every link before it clean (loss there would reach it)
+    clean = next((p for p in reversed(before) if p.state == "clean"), None)
     if segment == "local":
         return Placement("local", "", tuple(chain), first, None)
-    if local_clean is None:
+    if clean is None:
         local = [p for p in points if p.role in LOCAL_ROLES]
         why = (
             f"the gateway could not be read ({'; '.join(f'{p.text()}, {p.state}' for p in local)})" if local
             else "the gateway was not probed (" + str(path_check.details.get("gateway_note") or "no gateway on the route") + ")"
         )
-        return Placement(None, f"where the loss starts could not be told: {why}", tuple(chain))
+        return Placement(None, f"where the loss starts could not be told: {why}, and no hop before the loss read clean", tuple(chain))
     if segment == "isp":
-        return Placement("isp", "", tuple(chain), first, local_clean)
-    if not any(p.role in ISP_ROLES for p in points):
-        return Placement(None, "where the loss starts could not be told: no hop of the ISP answered (or no public hop was seen) between the gateway and the edge", tuple(chain))
-    if isp_clean is None:
+        return Placement("isp", "", tuple(chain), first, clean)
+    if clean.role in LOCAL_ROLES:
         isp = [p for p in points if p.role in ISP_ROLES]
-        return Placement(None, "where the loss starts could not be told: the ISP's hops could not be read (" + "; ".join(f"{p.text()}, {p.state}" for p in isp) + ")", tuple(chain))
-    return Placement("beyond", "", tuple(chain), first, isp_clean)
+        why = (
+            "the ISP's hops could not be read (" + "; ".join(f"{p.text()}, {p.state}" for p in isp) + ")" if isp
+            else "no hop of the ISP answered (or no public hop was seen) between the gateway and the edge"
+        )
+        return Placement(None, f"where the loss starts could not be told: {why}", tuple(chain))
+    return Placement("beyond", "", tuple(chain), first, clean)
 
 
 def placed(findings: Findings, limits: Thresholds | None = None) -> bool:
@@ -247,8 +248,7 @@ def segment_verdict(findings: Findings, limits: Thresholds, found: Placement) ->
     path_check = findings.check("path")
     # and the UDP checks whose answers came and went on the same lossy line
     refs = [ref_check(media), ref_check(path_check), *_intermittent_udp(findings)]
-    first = found.first
-    assert first is not None
+    first = found.first or Point("the media path (media.path)", "end", 0, 0, "lossy")
     loss = metric(media, "loss_pct")
     rtt = max((v for v in (metric(media, "rtt_ms"), metric(media, "rtt_p95_ms")) if v is not None), default=None)
     end = f"media.path loses {loss:.1f}% end to end" + (f" with RTT up to {rtt:.0f} ms" if rtt is not None and rtt > limits.rtt_ms else "")

@@ -145,3 +145,13 @@ def test_a_loss_below_the_line_places_nothing(correlate):
     checks = lossy(loss=0.8, path=path_check(gateway=(200, 2)))
     checks["media.path"] = patched(checks["media.path"], status=Status.PASS, loss_decision={"side": "below"})
     assert correlate(report(checks)) == []
+
+
+def test_a_clean_isp_hop_shows_the_local_link_clean_when_the_gateway_cannot_be_read(correlate):
+    # no ping socket: the gateway's UDP answers are rate-limited (190 of 200 lost: more than the whole path)
+    path = path_check(gateway=(200, 190), hops={1: (100, 95), 2: (100, 0), 3: (100, 0), 4: (100, 10)})
+    [v] = correlate(report(lossy(path=path)))
+    assert v.code == "network.beyond_isp"
+    path = path_check(gateway=(200, 190), hops={1: (100, 95), 2: (100, 0), 3: (100, 10), 4: (100, 10)})
+    [v] = correlate(report(lossy(path=path)))
+    assert v.code == "network.isp" and "198.51.100.2" in v.summary

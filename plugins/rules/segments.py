@@ -195,6 +195,14 @@ def place(findings: Findings, limits: Thresholds) -> Placement | None:
         return Placement(None, f"where the loss starts could not be told: {why}, and no hop before the loss read clean", tuple(chain))
     if segment == "isp":
         return Placement("isp", "", tuple(chain), first, clean)
+    if first.role == "end" and clean.role == "edge":
+        # the media edge's own address answered cleanly: the network path to it is not what loses
+        return Placement(
+            None,
+            f"where the loss starts could not be told: the path up to the media edge's own address was clean ({clean.text()}), "
+            "so the packets were lost in the relay itself or on this PC (a busy CPU, full socket buffers)",
+            tuple(chain),
+        )
     if clean.role in LOCAL_ROLES:
         isp = [p for p in points if p.role in ISP_ROLES]
         why = (

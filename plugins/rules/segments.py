@@ -249,13 +249,26 @@ def _public(findings: Findings) -> str | None:
     return None
 
 
+def _timed_out_on_the_line(findings: Findings) -> list[str]:
+    """``stun`` warned because some bindings (over TCP too: a lost SYN costs 1 s, two 3 s)
+    got no answer in time while others did: the same lossy line explains it."""
+    stun = findings.check("stun")
+    if stun is None or stun.status is not Status.WARN:
+        return []
+    bindings = items(stun.details.get("bindings"))
+    failed = [b for b in bindings if b.get("ok") is not True]
+    if failed and any(b.get("ok") is True for b in bindings) and all(b.get("reason") == "timeout" for b in failed):
+        return [ref_check(stun)]
+    return []
+
+
 def segment_verdict(findings: Findings, limits: Thresholds, found: Placement) -> Verdict:
     from .media import MEDIA_PORTS, _intermittent_udp, link_of  # the loss rules' reading of the line
 
     media = findings.check("media.path")
     path_check = findings.check("path")
     # and the UDP checks whose answers came and went on the same lossy line
-    refs = [ref_check(media), ref_check(path_check), *_intermittent_udp(findings)]
+    refs = [ref_check(media), ref_check(path_check), *_intermittent_udp(findings), *_timed_out_on_the_line(findings)]
     first = found.first or Point("the media path (media.path)", "end", 0, 0, "lossy")
     loss = metric(media, "loss_pct")
     rtt = max((v for v in (metric(media, "rtt_ms"), metric(media, "rtt_p95_ms")) if v is not None), default=None)

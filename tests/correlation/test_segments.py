@@ -163,3 +163,12 @@ def test_loss_that_the_path_up_to_the_edge_does_not_show_is_not_placed(correlate
     [v] = correlate(report(lossy(loss=18.0, path=path_check(gateway=(200, 0)))))
     assert v.code == "network.packet_loss"
     assert "the path up to the media edge's own address was clean" in v.summary
+
+
+def test_a_stun_binding_that_timed_out_over_tcp_on_the_lossy_line_is_explained(correlate):
+    checks = lossy(path=path_check(gateway=(200, 20), hops={2: (100, 10), 3: (100, 9), 4: (100, 11)}))
+    checks["stun"] = patched(checks["stun"], status=Status.WARN, reason="timeout", bindings=[
+        {"server": "stun:edge.example:3478", "transport": "udp", "ok": True, "mapped": "203.0.113.9:40000", "rtt_ms": 3.0},
+        {"server": "stun:edge.example:3478", "transport": "tcp", "ok": False, "reason": "timeout", "error": "no answer within 1.8 s"}])
+    [v] = correlate(report(checks))
+    assert v.code == "network.local_link" and "check:stun" in v.evidence

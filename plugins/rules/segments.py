@@ -11,7 +11,9 @@ How a point is read (see plugins/path/README.md for the figures): each point of 
 end-to-end loss. With ``p1`` the loss media.path measured (at least the threshold) and
 ``p0`` a quarter of the threshold (a clean link), the log likelihood ratio of ``lost`` of
 ``sent`` under p1 against p0 decides: ``lossy`` above ln 19, ``clean`` below -ln 19 (19 to 1
-either way, a 95 % posterior from even odds), else ``unsure``. A point that answered
+either way, a 95 % posterior from even odds), else ``unsure``; a point whose Wilson 95 %
+lower bound is above the threshold is ``lossy`` whatever media.path's figure (one inflated by
+a starved event loop on this PC must not make a lossy link read clean). A point that answered
 nothing is ``silent``; one that lost significantly more than the whole path (its Wilson
 95 % lower bound above media.path's upper bound) is ``excess``: a router that rate-limits
 or deprioritises its ICMP answers, which the media never sees, so it is never blamed.
@@ -88,14 +90,19 @@ def wilson(lost: int, sent: int) -> tuple[float, float]:
     return (0.0 if lost == 0 else max(0.0, centre - half)), (1.0 if lost == sent else min(1.0, centre + half))
 
 
-def read_point(sent: int, lost: int, p1: float, p0: float, end_high: float) -> str:
-    """``lossy``, ``clean``, ``unsure``, ``silent`` or ``excess`` (see the module docstring)."""
+def read_point(sent: int, lost: int, p1: float, p0: float, end_high: float, floor: float = 1.0) -> str:
+    """``lossy``, ``clean``, ``unsure``, ``silent`` or ``excess`` (see the module docstring).
+
+    ``floor``: a point whose Wilson 95 % lower bound is above it (the loss threshold) is
+    ``lossy`` whatever media.path measured: a media figure inflated by this PC (a starved
+    event loop) must not make a link that really loses read clean."""
     if sent <= 0 or lost >= sent:
         return "silent"
-    if wilson(lost, sent)[0] > end_high:
+    low = wilson(lost, sent)[0]
+    if low > end_high:
         return "excess"
     llr = lost * math.log(p1 / p0) + (sent - lost) * math.log((1 - p1) / (1 - p0))
-    if llr > LR_BOUND:
+    if llr > LR_BOUND or low > floor:
         return "lossy"
     if llr < -LR_BOUND:
         return "clean"
@@ -125,7 +132,7 @@ def trouble(findings: Findings, limits: Thresholds) -> tuple[float, int, int] | 
     return loss / 100.0, legs, lost
 
 
-def points_of(path_check, p1: float, p0: float, end_high: float) -> list[Point]:
+def points_of(path_check, p1: float, p0: float, end_high: float, floor: float = 1.0) -> list[Point]:
     found: list[Point] = []
     details = path_check.details
     gateway = details.get("gateway")
@@ -135,7 +142,7 @@ def points_of(path_check, p1: float, p0: float, end_high: float) -> list[Point]:
         gateway_address = gateway.get("address") if isinstance(gateway.get("address"), str) else None
         if sent is not None and lost is not None:
             name = f"the gateway {gateway_address or '?'}"
-            found.append(Point(name, "gateway", sent, lost, read_point(sent, lost, p1, p0, end_high), None, gateway_address))
+            found.append(Point(name, "gateway", sent, lost, read_point(sent, lost, p1, p0, end_high, floor), None, gateway_address))
     for hop in items(details.get("hops")):
         sent, lost, ttl = _count(hop.get("sent")), _count(hop.get("lost")), _count(hop.get("ttl"))
         role = hop.get("role") if isinstance(hop.get("role"), str) else "unknown"
@@ -147,7 +154,7 @@ def points_of(path_check, p1: float, p0: float, end_high: float) -> list[Point]:
         if not found and ttl == 1 and role == "home":
             role = "gateway"  # no echoes: hop 1 is the gateway
         name = {"edge": f"the media edge {address}"}.get(role, f"hop {ttl} ({address or 'silent'})")
-        found.append(Point(name, role, sent, lost, read_point(sent, lost, p1, p0, end_high), ttl, address))
+        found.append(Point(name, role, sent, lost, read_point(sent, lost, p1, p0, end_high, floor), ttl, address))
     return found
 
 
@@ -173,7 +180,7 @@ def place(findings: Findings, limits: Thresholds) -> Placement | None:
     p0 = max(1e-4, CLEAN_SHARE * limits.loss_pct / 100.0)
     p1 = max(share, limits.loss_pct / 100.0, 2 * p0)
     end_high = wilson(lost, legs)[1]
-    points = points_of(path_check, p1, p0, end_high)
+    points = points_of(path_check, p1, p0, end_high, limits.loss_pct / 100.0)
     end = Point("the media path (media.path)", "end", legs, lost, "lossy")
     chain = [*points, end]
     # the end itself is lossy with nothing after it, so there always is a first

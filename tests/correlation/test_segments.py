@@ -172,3 +172,10 @@ def test_a_stun_binding_that_timed_out_over_tcp_on_the_lossy_line_is_explained(c
         {"server": "stun:edge.example:3478", "transport": "tcp", "ok": False, "reason": "timeout", "error": "no answer within 1.8 s"}])
     [v] = correlate(report(checks))
     assert v.code == "network.local_link" and "check:stun" in v.evidence
+
+
+def test_a_media_figure_inflated_on_this_pc_does_not_make_a_lossy_gateway_read_clean(correlate):
+    # seen in the lab at load 10: 5 % each way on the home link, media.path read 76 %
+    path = path_check(gateway=(200, 19), hops={1: (100, 9), 2: (100, 10), 3: (100, 8), 4: (100, 11)})
+    [v] = correlate(report(lossy(loss=76.0, path=path)))
+    assert v.code == "network.local_link"

@@ -109,6 +109,17 @@ def read_point(sent: int, lost: int, p1: float, p0: float, end_high: float, floo
     return "unsure"
 
 
+def persists(point: Point, later: list[Point], p1: float, p0: float, end_high: float) -> bool:
+    """No later point reads clean against the loss ``point`` itself shows (at most
+    media.path's): a later clean point means the loss does not carry on to the edge. Against
+    the point's own figure, not media.path's alone: a media figure inflated on this PC
+    would make later points that carry the same loss read clean."""
+    if point.role == "end":
+        return True
+    own = min(p1, max(point.lost / point.sent if point.sent else p1, 2 * p0))
+    return not any(p.role != "end" and read_point(p.sent, p.lost, own, p0, end_high) == "clean" for p in later)
+
+
 def _count(value: Any) -> int | None:
     n = number(value)
     return int(n) if n is not None and n >= 0 else None
@@ -184,9 +195,7 @@ def place(findings: Findings, limits: Thresholds) -> Placement | None:
     end = Point("the media path (media.path)", "end", legs, lost, "lossy")
     chain = [*points, end]
     # the end itself is lossy with nothing after it, so there always is a first
-    first = next(
-        (p for i, p in enumerate(chain) if p.state == "lossy" and not any(later.state == "clean" for later in chain[i + 1:])), end
-    )
+    first = next((p for i, p in enumerate(chain) if p.state == "lossy" and persists(p, chain[i + 1:], p1, p0, end_high)), end)
     segment = segment_of(first.role)
     before = chain[: chain.index(first)]
     # a point read clean shows every link before it clean (loss there would reach it)

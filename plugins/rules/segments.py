@@ -18,8 +18,9 @@ nothing is ``silent``; one that lost significantly more than the whole path (its
 95 % lower bound above media.path's upper bound) is ``excess``: a router that rate-limits
 or deprioritises its ICMP answers, which the media never sees, so it is never blamed.
 
-The loss is placed at the first ``lossy`` point that no later point contradicts (no
-``clean`` point after it: only loss that persists to the edge counts). A point read clean
+The loss is placed at the first ``lossy`` point that no later point contradicts (none reads
+``clean`` against the loss that point itself shows: only loss that persists to the edge
+counts). A point read clean
 shows every link before it clean, so ``network.isp`` needs some point before the loss read
 clean (the gateway, or an earlier hop), and ``network.beyond_isp`` an ISP hop (or a later
 one) read clean before the loss; otherwise the segment

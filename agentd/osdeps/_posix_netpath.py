@@ -259,6 +259,15 @@ class _UdpLane(_Lane):
                 return
 
 
+def _answered_all(lane: _Lane, at_least: int, now_ns: int) -> bool:
+    """``lane`` answered every probe old enough to have been answered (three times its
+    slowest answer, at least 50 ms), and there are at least ``at_least`` of them."""
+    slowest = max(lane.rtt_ms.values(), default=0.0)
+    grace_ns = int(max(50.0, 3 * slowest) * 1e6)
+    aged = [seq for seq, sent in enumerate(lane.sent) if now_ns - sent > grace_ns]
+    return len(aged) >= at_least and all(seq in lane.rtt_ms for seq in aged)
+
+
 def _timestamps(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -308,6 +317,7 @@ def open_gateway_lane(gateway: str) -> tuple[_Lane | None, str | None, str | Non
 async def probe_path(
     target: str, gateway: str | None, *, count: int, interval_s: float, hop_every: int, max_hops: int, timeout_s: float,
     stop: asyncio.Event | None = None,
+    clean_after: int = 0,
 ) -> PathProbe:
     loop = asyncio.get_running_loop()
     started = time.monotonic()
@@ -339,11 +349,17 @@ async def probe_path(
     for lane in lanes:
         loop.add_reader(lane.sock.fileno(), lane.read, deadline_ns)
     try:
-        stopped_early = False
+        stopped_early = None
         for i in range(count):
             if stop is not None and stop.is_set() and i >= max(1, count // 4):
-                stopped_early = True
+                stopped_early = "asked"
                 break
+            if clean_after and state["target_ttl"] is not None and i % 10 == 0:
+                checked = [(gateway_lane, clean_after * hop_every)] if gateway_lane else []
+                checked += [(lane, clean_after) for lane in hops if lane.ttl is not None and lane.ttl <= state["target_ttl"]]
+                if all(_answered_all(lane, at_least, time.time_ns()) for lane, at_least in checked):
+                    stopped_early = "clean"
+                    break
             elapsed = time.monotonic() - started
             if state["target_ttl"] is None and elapsed > TARGET_WAIT_S:
                 answered = [lane.ttl for lane in hops if lane.rtt_ms and lane.ttl is not None]

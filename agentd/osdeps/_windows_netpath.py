@@ -137,6 +137,7 @@ class _EchoLane:
 async def probe_path(
     target: str, gateway: str | None, *, count: int, interval_s: float, hop_every: int, max_hops: int, timeout_s: float,
     stop: asyncio.Event | None = None,
+    clean_after: int = 0,
 ) -> PathProbe:
     loop = asyncio.get_running_loop()
     started = time.monotonic()
@@ -153,10 +154,10 @@ async def probe_path(
     target_ttl: int | None = None
     limit = max_hops
     try:
-        stopped_early = False
+        stopped_early = None
         for i in range(count):
             if stop is not None and stop.is_set() and i >= max(1, count // 4):
-                stopped_early = True
+                stopped_early = "asked"
                 break
             for lane in hops:  # what the hops have answered so far sets how far up to probe
                 if target_ttl is None or (lane.ttl or 0) < target_ttl:

@@ -112,8 +112,9 @@ class PathProbe:
     target_ttl: int | None
     """The TTL at which the target itself answered (None: it never did)."""
     duration_ms: float = 0.0
-    stopped_early: bool = False
-    """Sending ended before ``count`` because the caller set ``stop``."""
+    stopped_early: str | None = None
+    """Why sending ended before ``count``: ``asked`` (the caller set ``stop``) or ``clean``
+    (every point up to the target answered every probe of at least ``clean_after``)."""
 
 
 def is_private(address: str) -> bool:
@@ -162,16 +163,20 @@ async def probe_path(
     max_hops: int,
     timeout_s: float,
     stop: asyncio.Event | None = None,
+    clean_after: int = 0,
 ) -> PathProbe:
     """Echo ``gateway`` ``count`` times every ``interval_s`` and, at once, trace ``target``
     every ``hop_every``-th of those ticks, each hop up to the target; a probe unanswered
     ``timeout_s`` after it was sent is lost. Bounded: returns at the latest
     ``count * interval_s + timeout_s`` (and a little) after it starts. ``stop``, once set,
     ends the sending early (after at least a quarter of ``count``): the caller no longer
-    needs the figures to be long."""
+    needs the figures to be long. ``clean_after`` (0: never): end early too once the target
+    has answered and the gateway and every hop up to it have answered each of at least
+    this many probes (the gateway: ``hop_every`` times as many) that are old enough to have
+    been answered: a clean path needs no full burst (Linux; Windows probes the full burst)."""
     if count < 1 or interval_s <= 0 or hop_every < 1 or max_hops < 1 or timeout_s <= 0:
         raise ValueError("count, interval_s, hop_every, max_hops and timeout_s must be positive")
     return await _impl().probe_path(
         target, gateway, count=count, interval_s=interval_s, hop_every=hop_every, max_hops=max_hops, timeout_s=timeout_s,
-        stop=stop,
+        stop=stop, clean_after=clean_after,
     )

@@ -53,6 +53,10 @@ class PathSettings:
     hop_every: int = field(default=2, metadata={"help": "each hop is probed on every n-th gateway echo (100 probes per hop by default)", "min": 1, "max": 100})
     timeout_s: float = field(default=0.5, metadata={"help": "a probe unanswered this long after it was sent is lost (s)", "min": 0.05, "max": 5})
     max_hops: int = field(default=16, metadata={"help": "the highest TTL probed", "min": 1, "max": 64})
+    clean_after: int = field(
+        default=60,
+        metadata={"help": "end early once the edge answered and every point up to it answered each of this many probes (0: never; Linux)", "min": 0, "max": 10000},
+    )
     isp_hops: int = field(
         default=3,
         metadata={"help": "hops from the first public one that count as the agent's ISP (access, aggregation, border); later ones are beyond it", "min": 1, "max": 30},
@@ -190,7 +194,7 @@ async def run_path(ctx: CheckContext) -> Outcome:
     try:
         probe = await netpath.probe_path(
             target, route.gateway, count=count, interval_s=interval, hop_every=settings.hop_every,
-            max_hops=settings.max_hops, timeout_s=settings.timeout_s, stop=stop,
+            max_hops=settings.max_hops, timeout_s=settings.timeout_s, stop=stop, clean_after=settings.clean_after,
         )
     except OSError as exc:
         return Outcome(Status.ERROR, f"the path could not be probed on this system: {exc}", details={**details, "reason": "probe"})
@@ -213,7 +217,10 @@ async def run_path(ctx: CheckContext) -> Outcome:
         isp_hops=settings.isp_hops,
         public_address=public,
         probing_ms=round((time.monotonic() - started) * 1000.0, 1),
-        stopped_early="media.path found its loss below the line (95 % sure): no loss to place" if probe.stopped_early else None,
+        stopped_early={
+            "asked": "media.path found its loss below the line (95 % sure): no loss to place",
+            "clean": f"every point up to {target} answered each of at least {settings.clean_after} probes: a clean path",
+        }.get(probe.stopped_early or ""),
         platform=sys.platform,
     )
     parts = []

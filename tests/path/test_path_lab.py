@@ -178,4 +178,20 @@ def probe_stopped(target: str) -> tuple[int, bool]:
 
 
 def test_a_stop_ends_the_probing_after_a_quarter(seglab):
-    assert seglab.call_in_agent(probe_stopped, EDGE_IP) == (25, True)
+    assert seglab.call_in_agent(probe_stopped, EDGE_IP) == (25, "asked")
+
+
+def probe_clean_after(target: str) -> tuple[int, str | None, list[int]]:
+    from agentd.osdeps import netpath
+
+    found = asyncio.run(netpath.probe_path(target, netpath.route_to(target).gateway, count=200, interval_s=0.005, hop_every=2,
+                                           max_hops=8, timeout_s=0.3, clean_after=40))
+    return found.gateway.sent, found.stopped_early, [h.sent for h in found.hops]
+
+
+def test_a_clean_path_ends_the_burst_early_and_a_lossy_one_does_not(seglab):
+    sent, why, hops = seglab.call_in_agent(probe_clean_after, EDGE_IP)
+    assert why == "clean" and 80 <= sent < 200 and min(hops) >= 40, (sent, why, hops)
+    seglab.set_loss("beyond", 10, 10)  # the edge loses: the burst runs to its end
+    sent, why, hops = seglab.call_in_agent(probe_clean_after, EDGE_IP)
+    assert why is None and sent == 200, (sent, why, hops)

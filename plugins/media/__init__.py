@@ -44,7 +44,7 @@ from agentd_plugins.ice.probes import Allocation, ServerProgress, open_allocatio
 from agentd_plugins.ice.selection import selection, with_fresh_credentials
 
 from . import relay_echo
-from .quality import e_model, interarrival_jitter, percentile, udp_relay_race_lost
+from .quality import e_model, interarrival_jitter, mean_jitter, percentile, udp_relay_race_lost
 from .relay_echo import EchoPlan, EchoRun
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ RESERVE_S = 2.0
 releasing the allocations (RELEASE_TIMEOUT_S)."""
 DEFAULT_LOSS_THRESHOLD_PCT = 1.0
 """``[thresholds] loss_pct``'s default, used when the rules plugin is not loaded."""
+DEFAULT_JITTER_THRESHOLD_MS = 30.0
+"""``[thresholds] jitter_ms``'s default, used when the rules plugin is not loaded."""
 SERIES_MAX_POINTS = 300
 RACE_NOTE_PCT = 5.0
 """The summary names the chance of a TCP relay from this many percent (``details.relay_race`` has it whenever a TCP or TLS relay allocated)."""
@@ -134,6 +136,13 @@ def agentd_collect_checks(plan: Plan):
 
 def _duration(media: MediaSettings, profile: str) -> float:
     return media.duration_s if profile == "preshift" else media.full_duration_s
+
+
+def _jitter_threshold_ms(ctx: CheckContext) -> float:
+    try:
+        return float(ctx.section("thresholds").jitter_ms)
+    except (ConfigError, AttributeError):
+        return DEFAULT_JITTER_THRESHOLD_MS
 
 
 def _loss_threshold_pct(ctx: CheckContext) -> float:
@@ -291,7 +300,14 @@ async def run_media_check(ctx: CheckContext) -> Outcome:
         blocked = _blocked(rows, not_configured, udp_seen)
         return Outcome(blocked.status, blocked.summary + servers.suffix(tested), details=servers.annotate(dict(blocked.details), tested))
     outcome = measured_outcome(
-        chosen.run, chosen.call, rows, media, not_configured=not_configured, udp=udp_seen, fallback=_fallback_ready(prechecks)
+        chosen.run,
+        chosen.call,
+        rows,
+        media,
+        not_configured=not_configured,
+        udp=udp_seen,
+        fallback=_fallback_ready(prechecks),
+        jitter_limit_ms=_jitter_threshold_ms(ctx),
     )
     summary = outcome.summary
     if servers.relay_only:
@@ -454,11 +470,12 @@ def measured_outcome(
     not_configured: list[str] = (),
     udp: dict[str, Any] | None = None,
     fallback: tuple[str, float] | None = None,
+    jitter_limit_ms: float = DEFAULT_JITTER_THRESHOLD_MS,
 ) -> Outcome:
     """Metrics, details and status from one transport's packet run and call (pure: no I/O).
 
     ``fallback``: the TCP/TLS relay that also allocated, and in how many ms (for
-    :func:`relay_race`)."""
+    :func:`relay_race`). ``jitter_limit_ms``: ``[thresholds] jitter_ms``; jitter above it warns."""
     records = run.records
     decision = run.decision
     loss = decision.lost / decision.tried if decision.tried else 0.0
@@ -511,6 +528,8 @@ def measured_outcome(
         "setup_ms": round(run.setup_ms, 1),
         "probing_ms": round(run.probing_ms, 1),
         "stalled_probes": sum(1 for r in records if r.stalled),
+        "jitter_running_ms": round(running_jitter(timed), 2),
+        "jitter_limit_ms": jitter_limit_ms,
         "echo_rtt_ms": None
         if not echoes
         else {"median": round(statistics.median(echoes), 2), "p95": round(percentile(echoes, 95), 2), "max": round(max(echoes), 2)},
@@ -535,7 +554,9 @@ def measured_outcome(
         loss_text = f"loss {loss * 100:.1f}% over {run.transport.upper()} (retransmitted: losses show as delay)"
     below_fail = quality.mos < media.fail_mos
     mos_text = f"MOS {quality.mos:.2f}" + (f" (below {media.fail_mos:g})" if below_fail else "")
-    summary = f"media over {run.transport.upper()}: rtt {_short(rtt_median)} ms, jitter {jitter:.1f} ms, {loss_text}, {mos_text}"
+    jittery = run.transport == "udp" and jitter > jitter_limit_ms  # over TCP, retransmissions make the jitter
+    jitter_text = f"jitter {jitter:.1f} ms" + (f" (above {jitter_limit_ms:g} ms)" if jittery else "")
+    summary = f"media over {run.transport.upper()}: rtt {_short(rtt_median)} ms, {jitter_text}, {loss_text}, {mos_text}"
     if udp is not None:
         summary = f"UDP relay failed ({_udp_reason(udp)}); " + summary
     if race is not None and race["tcp_chance_pct"] >= RACE_NOTE_PCT:
@@ -549,7 +570,7 @@ def measured_outcome(
         summary += "; the call did not connect" + (f" ({call.reason}: {call.error})" if call is not None and call.error else " in time")
     if below_fail:
         return Outcome.failed(summary, metrics=metrics, details=details)
-    if run.transport != "udp" or quality.mos < media.warn_mos or call_failed or run.stopped in ("closed", "deadline"):
+    if run.transport != "udp" or quality.mos < media.warn_mos or jittery or call_failed or run.stopped in ("closed", "deadline"):
         return Outcome.warned(summary, metrics=metrics, details=details)
     return Outcome.passed(summary, metrics=metrics, details=details)
 
@@ -594,16 +615,29 @@ def _call_details(call: "CallResult | None") -> dict[str, Any]:
     return out
 
 
-def stream_jitter(records) -> float:
-    """RFC 3550 interarrival jitter, per leg stream (each stream's first legs, and its echo legs),
-    averaged over the streams: each is one packet every interval, like one RTP stream."""
+def leg_streams(records) -> list[list[float]]:
+    """Transit times per leg stream (each stream's first legs, and its echo legs), in send
+    order: each is one packet every interval, like one RTP stream."""
     streams: dict[tuple[int, str], list[float]] = {}
     for r in records:
         if r.forward_ms is not None:
             streams.setdefault((r.stream, "forward"), []).append(r.forward_ms)
         if r.back_ms is not None:
             streams.setdefault((r.stream, "back"), []).append(r.back_ms)
-    values = [interarrival_jitter(transits) for transits in streams.values() if len(transits) > 1]
+    return list(streams.values())
+
+
+def stream_jitter(records) -> float:
+    """RFC 3550 jitter of the leg streams: the mean |D| of consecutive legs of each stream,
+    over every stream (:func:`.quality.mean_jitter`, not the running estimate that starts at 0)."""
+    value = mean_jitter(leg_streams(records))
+    return 0.0 if value is None else value
+
+
+def running_jitter(records) -> float:
+    """RFC 3550's running estimate (J += (|D| - J)/16, from 0) per leg stream, averaged: kept in
+    ``details.jitter_running_ms`` beside ``jitter_ms`` (on a short run it reads low)."""
+    values = [interarrival_jitter(transits) for transits in leg_streams(records) if len(transits) > 1]
     return statistics.fmean(values) if values else 0.0
 
 

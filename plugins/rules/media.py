@@ -1,7 +1,7 @@
 """Rules about the media path: congestion, a lossy link, UDP blocked, TCP fallback, no relay,
 NAT, TURN credentials.
 
-Codes: ``network.isp_congestion``, ``network.packet_loss``, ``network.firewall_udp_blocked``,
+Codes: ``network.isp_congestion``, ``network.packet_loss``, ``network.jitter``, ``network.firewall_udp_blocked``,
 ``network.turn_tcp_fallback``, ``network.turn_fallback_blocked``, ``network.media_blocked``, ``network.symmetric_nat``,
 ``config.turn_auth_failed``. Inputs: the ``stun``, ``nat``, ``turn.*``, ``udp.ports``,
 ``media.path`` and ``host`` checks, and the call's ``genesys.webrtc_diagnostics``,
@@ -55,6 +55,7 @@ def agentd_correlate(findings: Findings) -> list[Verdict]:
     found = [
         isp_congestion(findings, limits),
         packet_loss(findings, limits),
+        jitter(findings, limits),
         firewall_udp_blocked(findings),
         turn_tcp_fallback(findings),
         turn_fallback_blocked(findings),
@@ -372,10 +373,11 @@ def packet_loss(findings: Findings, limits: Thresholds) -> Verdict | None:
         # a MOS below the line with a normal RTT comes from loss and jitter, even below their own lines
         mos = metric(media, "mos")
         poor = mos is not None and mos < limits.mos and not _high_rtt(media, limits) and bool(loss or jitter)
-        # over TCP loss turns into delay (the fallback rule's); loss with high RTT is congestion
-        if transport not in TCP_TRANSPORTS and (lossy or jittery or poor) and not (lossy and _high_rtt(media, limits)):
+        # over TCP loss turns into delay (the fallback rule's); loss with high RTT is congestion;
+        # jitter without loss is network.jitter's
+        if transport not in TCP_TRANSPORTS and (lossy or (poor and not jittery)) and not (lossy and _high_rtt(media, limits)):
             refs.append(ref_check(media))
-            unsure = (lossy and side == "undecided" and not jittery) or not (lossy or jittery)
+            unsure = (lossy and side == "undecided" and not jittery) or not lossy
             figures = []
             if loss is not None:
                 figures.append(f"loses {loss:.1f}%{_interval(media)} of packets")
@@ -423,6 +425,58 @@ def packet_loss(findings: Findings, limits: Thresholds) -> Verdict | None:
         _loss_next_step(facts),
         refs,
         limits.pick("loss_pct", "jitter_ms", "rtt_ms", "mos"),
+    )
+
+
+def _jitter_next_step(facts: Mapping[str, str]) -> str:
+    steps = []
+    if "wifi" in facts:
+        steps.append(
+            f"The PC is on Wi-Fi ({facts['wifi']}), where packets wait their turn on the air: connect it by cable, "
+            "or move closer to the access point, then re-run `agentd check`."
+        )
+    if "vpn" in facts:
+        steps.append(f"Media goes through the VPN ({facts['vpn']}): ask IT to route the Genesys media ranges ({MEDIA_PORTS}) outside the tunnel.")
+    steps.append(
+        "Jitter without loss comes from queues on the line: pause what else uses it (uploads, cloud backup, video) "
+        "and re-run `agentd check`; if it stays on a cable and an otherwise idle line, take the figures to the ISP."
+    )
+    return " ".join(steps)
+
+
+def jitter(findings: Findings, limits: Thresholds) -> Verdict | None:
+    """Jitter above the limit while loss stays below its own: the packets arrive, unevenly.
+    Named as jitter, not as a lossy link (with loss too, ``network.packet_loss`` names both;
+    with loss and high RTT, ``network.isp_congestion``)."""
+    media = findings.check("media.path")
+    if not ran(media):
+        return None
+    transport = str(media.details.get("transport") or "udp").lower()
+    value, loss = metric(media, "jitter_ms"), metric(media, "loss_pct")
+    decision = media.details.get("loss_decision") if isinstance(media.details.get("loss_decision"), Mapping) else {}
+    lossy = loss is not None and loss > limits.loss_pct and decision.get("side") != "below"
+    # over TCP every retransmission shows as jitter: the fallback rule names that
+    if transport in TCP_TRANSPORTS or value is None or value <= limits.jitter_ms or lossy:
+        return None
+    refs = [ref_check(media)]
+    rtt, mos = metric(media, "rtt_ms"), metric(media, "mos")
+    figures = f"jitter {value:.0f} ms (the limit is {limits.jitter_ms:g} ms)"
+    if loss is not None:
+        figures += f" with {loss:.1f}% loss"
+    if rtt is not None:
+        figures += f" and RTT {rtt:.0f} ms"
+    low = f"; MOS {mos:.2f}" if mos is not None and mos < limits.mos else ""
+    facts = _add_line_refs(findings, refs)
+    return verdict(
+        "network.jitter",
+        Severity.WARNING,
+        0.85 if value > 1.5 * limits.jitter_ms else 0.7,
+        "Jitter on the agent's path to the media edge: packets arrive, but unevenly: "
+        f"{figures}{low}{_over(facts)}. The softphone's jitter buffer turns it into delay, or into "
+        "clipped audio when a packet comes later than the buffer.",
+        _jitter_next_step(facts),
+        refs,
+        limits.pick("jitter_ms", "loss_pct", "rtt_ms", "mos"),
     )
 
 

@@ -196,9 +196,45 @@ def test_packet_loss_names_the_vpn_the_path_goes_through(correlate):
     assert "VPN" not in other.summary and "check:host" not in other.evidence
 
 
-def test_packet_loss_from_jitter_alone(correlate):
-    [v] = correlate(report(lossy_checks(loss=0.0, jitter=45.0)))
-    assert v.code == "network.packet_loss" and "jitter 45 ms" in v.summary
+def jittery_checks(jitter: float, loss: float = 0.0, status: Status = Status.WARN, **host_details):
+    """A line that delivers every packet, unevenly: media.path warns on its jitter."""
+    checks = clean_checks()
+    checks["media.path"] = patched(checks["media.path"], status=status,
+                                   metrics={"loss_pct": loss, "rtt_ms": 30.0, "rtt_p95_ms": 45.0, "jitter_ms": jitter, "mos": 4.3},
+                                   loss_decision={"threshold_pct": 1.0, "side": "below", "confidence": 0.95})
+    checks["host"] = patched(checks["host"], **{"interface": "eth0", "interface_is_wifi": False, "wifi_signal_dbm": None,
+                                                "vpn_interfaces": [], **host_details})
+    return checks
+
+
+def test_jitter_without_loss_is_named_as_jitter_not_as_a_lossy_link(correlate):
+    # the issue's case: [thresholds] jitter_ms = 4 and 6 ms measured, no loss
+    [v] = correlate(report(jittery_checks(6.0)), config="[thresholds]\njitter_ms = 4\n")
+    assert_well_formed(v)
+    assert v.code == "network.jitter" and v.severity is Severity.WARNING
+    assert v.summary.startswith("Jitter on the agent's path") and "jitter 6 ms (the limit is 4 ms)" in v.summary
+    assert "lossy" not in v.summary.lower() and "loses" not in v.summary
+    assert "queues" in v.next_step and "Wi-Fi" not in v.next_step
+    assert v.evidence == ("check:media.path",) and v.thresholds["jitter_ms"] == 4.0
+    # under the default 30 ms line the same path passes and says nothing
+    assert correlate(report(jittery_checks(6.0, status=Status.PASS))) == []
+    [far] = correlate(report(jittery_checks(45.0)))
+    assert far.code == "network.jitter" and far.confidence == pytest.approx(0.7)
+
+
+def test_jitter_names_wifi_only_when_the_pc_is_on_it(correlate):
+    [v] = correlate(report(jittery_checks(50.0, interface="wlp2s0", interface_is_wifi=True, wifi_signal_dbm=-70.0)))
+    assert v.code == "network.jitter" and "Wi-Fi (wlp2s0, signal -70 dBm)" in v.summary
+    assert v.next_step.startswith("The PC is on Wi-Fi") and "check:host" in v.evidence and v.confidence == pytest.approx(0.85)
+
+
+def test_jitter_with_loss_is_the_lossy_link_naming_both(correlate):
+    [v] = correlate(report(lossy_checks(loss=19.0, jitter=45.0)))
+    assert v.code == "network.packet_loss" and "jitter 45 ms" in v.summary and "19.0%" in v.summary
+    # over TCP retransmissions make the jitter: the fallback rule's, not network.jitter
+    checks = jittery_checks(45.0)
+    checks["media.path"] = patched(checks["media.path"], transport="tcp")
+    assert "network.jitter" not in by_code(correlate(report(checks)))
 
 
 def test_packet_loss_from_the_call_with_wifi_from_the_pcs_history(correlate):

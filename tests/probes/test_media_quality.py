@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from agentd.model import Status
 from agentd_plugins.media import MediaSettings, max_burst, measured_outcome, stream_jitter, thin_series
 from agentd_plugins.media.engine import AudioFlow, CallResult
-from agentd_plugins.media.quality import decide_loss, e_model, interarrival_jitter, percentile, send_offsets_ms, udp_relay_race_lost, wilson_interval
+from agentd_plugins.media.quality import decide_loss, e_model, interarrival_jitter, mean_jitter, percentile, send_offsets_ms, udp_relay_race_lost, wilson_interval
 from agentd_plugins.media.relay_echo import EchoRecord, EchoRun
 
 
@@ -154,9 +156,9 @@ def test_clean_udp_passes_heavy_loss_fails_and_a_call_that_did_not_connect_warns
 
 
 def test_jitter_per_stream_and_bursts_per_stream():
-    # one stream, transits 10, 12, 10, 14 ms on the first legs, echo legs flat: RFC 3550 over each, averaged
+    # one stream, transits 10, 12, 10, 14 ms on the first legs, echo legs flat: the mean |D| over every pair
     records = [EchoRecord(0, i, i * 0.02, t, 5.0) for i, t in enumerate([10, 12, 10, 14])]
-    assert stream_jitter(records) == pytest.approx(interarrival_jitter([10, 12, 10, 14]) / 2)
+    assert stream_jitter(records) == pytest.approx((2 + 2 + 4 + 0 + 0 + 0) / 6)
     lost = [EchoRecord(0, i, i * 0.02, None if i in (1, 2, 3) else 10.0, None) for i in range(6)]
     other = [EchoRecord(1, i, i * 0.02, None if i == 4 else 10.0, None) for i in range(6)]
     interleaved = [r for pair in zip(lost, other) for r in pair]
@@ -242,3 +244,27 @@ def test_measured_udp_names_the_chance_a_relayed_softphone_call_goes_over_tcp():
     assert "relay_race" not in measured_outcome(run, _call(), attempts, MediaSettings()).details
     # measured over TCP already: no race to report
     assert "relay_race" not in measured_outcome(_run(300, transport="tcp"), _call("tcp"), attempts, MediaSettings(), fallback=("tcp", 30.0)).details
+
+
+def test_mean_jitter_is_unbiased_where_the_running_estimate_has_not_converged():
+    import random
+
+    rng = random.Random(3)
+    # a clean pre-shift's ~270 legs over 16 leg streams: 17 packets each, one-way delays uniform
+    # 0-18 ms: RFC 3550 jitter 18 / 3 = 6 ms
+    streams = [[rng.uniform(0, 18) for _ in range(17)] for _ in range(16)]
+    assert mean_jitter(streams) == pytest.approx(6.0, rel=0.1)
+    running = statistics.fmean(interarrival_jitter(s) for s in streams)
+    assert running < 0.8 * mean_jitter(streams)  # starts at 0: after 17 packets 1 - (15/16)^16 = 64 % of the way
+    assert mean_jitter([[5.0]]) is None and mean_jitter([]) is None
+
+
+def test_jitter_above_the_limit_warns_and_the_summary_says_so():
+    attempts = [{"transport": "udp", "server": "x", "ok": True}]
+    records = [EchoRecord(i % 2, i // 2, i * 0.01, 20.0 + (6.0 if (i // 2) % 2 else 0.0), 20.0) for i in range(200)]
+    run = EchoRun("udp", "x", 1, tuple(records), decide_loss(0, 400, threshold=0.01, precision=0.025), "decided", 10.0, 1000.0)
+    quiet = measured_outcome(run, _call(), attempts, MediaSettings())
+    assert quiet.status is Status.PASS and quiet.metrics["jitter_ms"] == 3.0  # |D| 6 ms on the first legs, 0 on the echoes
+    loud = measured_outcome(run, _call(), attempts, MediaSettings(), jitter_limit_ms=2.0)
+    assert loud.status is Status.WARN and "jitter 3.0 ms (above 2 ms)" in loud.summary
+    assert loud.details["jitter_limit_ms"] == 2.0 and loud.details["jitter_running_ms"] > 0

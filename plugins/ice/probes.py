@@ -389,6 +389,72 @@ class ServerProgress:
         return any(getattr(p, "nonce", None) is not None or getattr(p, "relayed_address", None) is not None for p in self._protocols)
 
 
+CONNECT_STAGGER_S = 0.25
+"""A TCP connection not answered within this starts another beside it (up to
+``CONNECT_ATTEMPTS``). A lost SYN or SYN-ACK costs one connection the kernel's 1 s
+retransmission, two of them 3 s: on a line losing 10 % of every packet that is one
+connection in 30 beyond a 2 s deadline. A blocked port answers none of them, a lossy line
+some: several SYNs, each its own draw, tell them apart within the deadline."""
+CONNECT_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Connected:
+    sock: socket.socket
+    attempts: int
+    """TCP connections started (one every ``CONNECT_STAGGER_S`` until one was answered)."""
+    winner: int
+    """Which of them got through first (1: the first; more: the first one's SYN or its answer was lost)."""
+
+
+async def connect_stream(address: str, port: int, *, timeout_s: float) -> Connected:
+    """A TCP connection to ``address``:``port`` within ``timeout_s``, staggered attempts racing
+    (see :data:`CONNECT_STAGGER_S`); the first answered wins, the rest are closed.
+    A refusal (RST) or an unreachable network ends it at once, as one would."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    end = time.monotonic() + timeout_s
+    tasks: dict[asyncio.Task, int] = {}
+
+    async def one() -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (address, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    kept: socket.socket | None = None
+    try:
+        while True:
+            if len(tasks) < CONNECT_ATTEMPTS:
+                tasks[asyncio.ensure_future(one())] = len(tasks) + 1
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            wait = min(left, CONNECT_STAGGER_S) if len(tasks) < CONNECT_ATTEMPTS else left
+            pending = [t for t in tasks if not t.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            for task, number in sorted(tasks.items(), key=lambda kv: kv[1]):
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    kept = task.result()
+                    return Connected(kept, attempts=len(tasks), winner=number)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # refused or unreachable: a definite answer
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:  # answered too, but not the one kept
+            if not task.cancelled() and task.exception() is None and task.result() is not kept:
+                task.result().close()
+
+
 @dataclass
 class Relay:
     """An open TURN allocation (inside :func:`open_allocation`)."""
@@ -400,6 +466,8 @@ class Relay:
     mapped: str | None
     alloc_ms: float
     connect_ms: float | None
+    connect_attempts: int | None = None
+    connect_winner: int | None = None
 
 
 async def _race(coro, failure: asyncio.Future, timeout_s: float, *, patience_s: float = 0.0, more=None):
@@ -482,23 +550,36 @@ async def open_allocation(
     server = (address, url.port)
     started = time.monotonic()
     transport = protocol = None
+    connected: Connected | None = None
     try:
         try:
-            async with asyncio.timeout(deadline.left()):
-                if url.transport == "udp":
+            if url.transport == "udp":
+                async with asyncio.timeout(deadline.left()):
                     transport, protocol = await loop.create_datagram_endpoint(
                         lambda: _TurnUdp(server, username=endpoint.username, password=password, lifetime=lifetime_s, channel_refresh_time=500),
                         remote_addr=server,
                     )
-                else:
-                    context = tls_context(ca_file) if url.transport == "tls" else None
-                    transport, protocol = await loop.create_connection(
-                        lambda: _TurnTcp(server, username=endpoint.username, password=password, lifetime=lifetime_s, channel_refresh_time=500),
-                        host=address,
-                        port=url.port,
-                        ssl=context,
-                        server_hostname=url.host if context else None,
-                    )
+            else:
+                try:
+                    connected = await connect_stream(address, url.port, timeout_s=deadline.left())
+                except TimeoutError:
+                    raise ProbeTimeout(
+                        f"{where}: no answer within {timeout_s:g} s (none of {CONNECT_ATTEMPTS} TCP connections was answered)",
+                        details={"connect_attempts": CONNECT_ATTEMPTS},
+                    ) from None
+                context = tls_context(ca_file) if url.transport == "tls" else None
+                try:
+                    # the server answered TCP: a TLS handshake that retransmits on a lossy path gets the patience too
+                    async with asyncio.timeout(deadline.left() + patience_s):
+                        transport, protocol = await loop.create_connection(
+                            lambda: _TurnTcp(server, username=endpoint.username, password=password, lifetime=lifetime_s, channel_refresh_time=500),
+                            sock=connected.sock,
+                            ssl=context,
+                            server_hostname=url.host if context else None,
+                        )
+                except BaseException:
+                    connected.sock.close()
+                    raise
             connect_ms = _ms(time.monotonic() - started) if url.transport != "udp" else None
             if progress is not None:
                 progress.watch(protocol)
@@ -506,6 +587,8 @@ async def open_allocation(
             def more() -> float:
                 if protocol.nonce is not None or (progress is not None and progress.answered()):
                     return patience_s  # the server answers: the rest is retransmission on a lossy path
+                if connected is not None:
+                    return patience_s  # TCP was answered: the server is there, segments are being retransmitted
                 if getattr(protocol, "sends", MIN_SENDS) < MIN_SENDS:
                     return UNSENT_STEP_S  # a busy event loop sent it late: a little longer, then look again
                 return 0.0
@@ -513,6 +596,13 @@ async def open_allocation(
             await _race(protocol.connect(), protocol.failure, deadline.left(), patience_s=patience_s, more=more)
         except Exception as exc:  # noqa: BLE001
             error = probe_error(exc, where, timeout_s)
+            if connected is not None:
+                # TCP got through: whatever failed after it, the port is not blocked
+                error = ProbeError(
+                    str(error) + ("; TCP connected" if error.reason == "timeout" else ""),
+                    reason=error.reason,
+                    details={**error.details, "connected": True, "connect_attempts": connected.attempts, "connect_winner": connected.winner},
+                )
             if error.reason == "tls_untrusted":
                 seen = await peek_certificate(address, url.port, url.host, timeout_s=max(0.3, min(1.0, deadline.left())))
                 if seen is not None:
@@ -526,6 +616,8 @@ async def open_allocation(
             mapped=format_address(protocol.mapped_address),
             alloc_ms=_ms(time.monotonic() - started),
             connect_ms=connect_ms,
+            connect_attempts=connected.attempts if connected else None,
+            connect_winner=connected.winner if connected else None,
         )
         yield relay
     finally:
@@ -551,6 +643,12 @@ class Allocation:
     source: str | None = None
     refetched: bool | None = None
     """True when the first credentials were rejected (401) and fresh ones from the same source were used."""
+    connect_attempts: int | None = None
+    """TCP/TLS: the TCP connections started (staggered, racing; :data:`CONNECT_STAGGER_S`)."""
+    connect_winner: int | None = None
+    """TCP/TLS: which of them was answered first; above 1 the first SYN or its answer was lost."""
+    connected: bool | None = None
+    """TCP/TLS: the TCP connection was answered (a failure after it is not a blocked port)."""
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None or k == "ok"}
@@ -565,9 +663,11 @@ async def turn_allocation(endpoint: IceEndpoint, *, timeout_s: float, ca_file: P
     except ProbeError as exc:
         return Allocation(
             server=url.url, transport=url.transport, ok=False, reason=exc.reason, error=str(exc), certificate=exc.details.get("certificate"),
-            source=endpoint.source,
+            source=endpoint.source, connect_attempts=exc.details.get("connect_attempts"), connect_winner=exc.details.get("connect_winner"),
+            connected=exc.details.get("connected"),
         )
     return Allocation(
         server=url.url, transport=url.transport, ok=True, address=relay.address, relay=relay.relayed, mapped=relay.mapped,
-        alloc_ms=relay.alloc_ms, connect_ms=relay.connect_ms, source=endpoint.source,
+        alloc_ms=relay.alloc_ms, connect_ms=relay.connect_ms, source=endpoint.source, connect_attempts=relay.connect_attempts,
+        connect_winner=relay.connect_winner, connected=True if relay.connect_attempts else None,
     )

@@ -58,7 +58,7 @@ def agentd_correlate(findings: Findings) -> list[Verdict]:
         jitter(findings, limits),
         firewall_udp_blocked(findings),
         turn_tcp_fallback(findings),
-        turn_fallback_blocked(findings),
+        turn_fallback_blocked(findings, limits),
         media_blocked(findings),
         symmetric_nat(findings),
         turn_auth_failed(findings),
@@ -215,6 +215,10 @@ def isp_congestion(findings: Findings, limits: Thresholds) -> Verdict | None:
                 jitter = metric(media, "jitter_ms")
                 extra = f", jitter {jitter:.0f} ms" if jitter is not None and jitter > limits.jitter_ms else ""
                 parts.append(f"this PC's path to the media edge loses {loss:.1f}% with RTT up to {rtt:.0f} ms{extra}")
+                slow = slow_tcp_turn(findings, limits)
+                if slow:
+                    refs.extend(ref_check(c) for c in slow)
+                    parts.append(_slow_tcp_part(slow))
     for item in ok_evidence(findings, "genesys.webrtc_diagnostics"):
         hits, worst, lost = _rtc_congestion(item, limits)
         if hits:
@@ -404,6 +408,11 @@ def packet_loss(findings: Findings, limits: Thresholds) -> Verdict | None:
                 f"over UDP it lost {udp['loss_pct']:.1f}% of {udp.get('legs_tried', '?')} packets before media fell back "
                 f"to {transport.upper()}, where the loss turns into delay"
             )
+    if parts and not _high_rtt(media, limits):
+        slow = slow_tcp_turn(findings, limits)
+        if slow:
+            refs.extend(ref_check(c) for c in slow)
+            parts.append(_slow_tcp_part(slow))
     for item in ok_evidence(findings, "genesys.call_quality"):
         loss, latency = number(item.data.get("lossPct")), number(item.data.get("maxLatencyMs"))
         if loss is not None and loss > limits.loss_pct and (latency is None or latency <= limits.rtt_ms):
@@ -594,6 +603,48 @@ def turn_tcp_fallback(findings: Findings) -> Verdict | None:
     )
 
 
+def line_loses(findings: Findings, limits: Thresholds) -> list[str]:
+    """References showing this PC's line loses packets: media.path's loss above the line
+    over UDP (or UDP's before a fallback), or UDP answers that came and went; empty when none."""
+    refs: list[str] = []
+    media = findings.check("media.path")
+    if ran(media):
+        transport = str(media.details.get("transport") or "udp").lower()
+        loss = metric(media, "loss_pct")
+        decision = media.details.get("loss_decision") if isinstance(media.details.get("loss_decision"), Mapping) else {}
+        udp = udp_before_fallback(media)
+        if transport not in TCP_TRANSPORTS and loss is not None and loss > limits.loss_pct and decision.get("side") != "below":
+            refs.append(ref_check(media))
+        elif udp is not None and limits.loss_pct < udp["loss_pct"] < 100.0:
+            refs.append(ref_check(media))
+    refs.extend(_intermittent_udp(findings))
+    return list(dict.fromkeys(refs))
+
+
+def _tcp_connected(check) -> bool:
+    """A turn.tcp/turn.tls allocation got its TCP connection answered (``connected``): the port is open."""
+    return any(a.get("connected") is True for a in items(check.details.get("allocations")))
+
+
+def slow_tcp_turn(findings: Findings, limits: Thresholds) -> list:
+    """turn.tcp / turn.tls that failed for want of an answer in time where that is the line's
+    loss, not a block: their TCP connection was answered, or the line is seen losing packets
+    (a lost SYN costs 1 s, two cost 3 s)."""
+    shut = [c for c in (findings.check(i) for i in ("turn.tcp", "turn.tls")) if failed(c) and reason(c) == "timeout"]
+    if not shut:
+        return []
+    lossy = bool(line_loses(findings, limits))
+    return [c for c in shut if lossy or _tcp_connected(c)]
+
+
+def _slow_tcp_part(slow) -> str:
+    names = " and ".join(c.id for c in slow)
+    return (
+        f"{names} got no answer in time, which this loss explains (a lost SYN costs 1 s, two cost 3 s): "
+        "slow because of the loss, not blocked"
+    )
+
+
 def _media_attempts_all_failed(media) -> list[Mapping]:
     """The media path's attempts when it failed and every one failed for a network reason
     (not the server refusing credentials); empty otherwise."""
@@ -603,13 +654,19 @@ def _media_attempts_all_failed(media) -> list[Mapping]:
     return []
 
 
-def turn_fallback_blocked(findings: Findings) -> Verdict | None:
+def turn_fallback_blocked(findings: Findings, limits: Thresholds) -> Verdict | None:
     """TURN over TCP or TLS fails while UDP media works: calls work today, but the fallback
     the softphone needs when UDP is blocked or too lossy is gone (a port filtered, or TLS
-    intercepted by a proxy)."""
+    intercepted by a proxy). Not when it only ran out of time on a line that loses
+    packets, or its TCP connection was answered (:func:`slow_tcp_turn`)."""
     if not udp_works_locally(findings):
         return None  # then it is a wider block: the firewall and media-blocked rules name it
-    shut = [c for c in (findings.check(i) for i in ("turn.tcp", "turn.tls")) if failed(c) and reason(c) not in CREDENTIAL_REASONS]
+    slow = {c.id for c in slow_tcp_turn(findings, limits)}
+    shut = [
+        c
+        for c in (findings.check(i) for i in ("turn.tcp", "turn.tls"))
+        if failed(c) and reason(c) not in CREDENTIAL_REASONS and c.id not in slow
+    ]
     if not shut:
         return None
     described = []

@@ -7,6 +7,10 @@ time, or the precise reason it failed (``auth`` for 401, evidence for
 ``config.turn_auth_failed``; ``refused``; ``timeout``; ``tls_untrusted`` naming the
 certificate's subject; ...). Every allocation is released at once (REFRESH with
 lifetime 0), so a check run leaves no relay ports behind on the server.
+
+Over TCP and TLS, connections race (``ice.probes.connect_stream``: another every 250 ms
+until one is answered): a lost SYN costs one of them the kernel's 1 s retransmission,
+not the check its deadline, and the summary says when the path showed loss that way.
 """
 
 from __future__ import annotations
@@ -76,10 +80,29 @@ async def allocate_one(ctx: CheckContext, settings: IceSettings, endpoint: IceEn
     return dataclasses.replace(again, refetched=True)
 
 
+SLOW_CONNECT_MS = 900.0
+"""A TCP connection answered after this long had a SYN retransmitted (the kernel's first is at 1 s)."""
+
+
+def lossy_connect(a: Allocation) -> str | None:
+    """How the TCP connection shows a lossy path, or None: a later one of the racing
+    connections got through first (the first's SYN or its answer was lost), or it took a
+    SYN retransmission."""
+    if a.connect_winner is not None and a.connect_winner > 1:
+        return f"TCP connection {a.connect_winner} of {a.connect_attempts} got through first: the first one's SYN or its answer was lost"
+    if a.connect_ms is not None and a.connect_ms > SLOW_CONNECT_MS:
+        return f"TCP took {a.connect_ms:.0f} ms to connect: a SYN was retransmitted"
+    return None
+
+
 def _describe(a: Allocation) -> str:
     if a.ok:
-        return f"relay {a.relay} from {a.server} in {a.alloc_ms:.0f} ms" + (" (with fresh credentials)" if a.refetched else "")
+        text = f"relay {a.relay} from {a.server} in {a.alloc_ms:.0f} ms" + (" (with fresh credentials)" if a.refetched else "")
+        lossy = lossy_connect(a)
+        return text + (f" (slow because the path loses packets: {lossy})" if lossy else "")
     text = a.error or f"{a.server}: {a.reason}"
+    if a.connected and a.reason == "timeout":
+        text += " (the port is open: the TURN exchange was lost or late, as on a lossy path)"
     if a.reason == "auth" and a.source not in (None, "config"):
         # not agentd's configuration: the source handed out credentials its own TURN server refuses
         text += " (credentials handed out by Genesys, refused also after fetching them again)"

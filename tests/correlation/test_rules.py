@@ -380,6 +380,39 @@ def test_turn_fallback_blocked_when_tls_is_intercepted_while_udp_works(correlate
     assert "Corp Inspection CA" in v.summary and "bypass" in v.next_step
 
 
+def test_a_tcp_turn_check_slow_on_a_lossy_line_is_loss_not_a_blocked_fallback(correlate):
+    """The issue's case: 10 % of every packet lost, turn.tcp found no answer within 2 s (two
+    lost SYNs cost 3 s). The line is lossy; nobody is sent to open a firewall that is open."""
+    checks = lossy_checks()
+    checks["turn.tcp"] = patched(checks["turn.tcp"], status=Status.FAIL, reason="timeout")
+    verdicts = by_code(correlate(report(checks)))
+    assert "network.turn_fallback_blocked" not in verdicts
+    v = verdicts["network.packet_loss"]
+    assert "check:turn.tcp" in v.evidence  # the red row is explained, by the loss
+    assert "turn.tcp got no answer in time" in v.summary and "not blocked" in v.summary
+    # with a high RTT too the congestion verdict carries it
+    congested = lossy_checks(rtt=220.0)
+    congested["turn.tls"] = patched(congested["turn.tls"], status=Status.FAIL, reason="timeout")
+    verdicts = by_code(correlate(report(congested)))
+    assert "network.turn_fallback_blocked" not in verdicts
+    assert "check:turn.tls" in verdicts["network.isp_congestion"].evidence
+    # a TCP port that refuses (RST) is shut, lossy line or not
+    refused = lossy_checks()
+    refused["turn.tcp"] = patched(refused["turn.tcp"], status=Status.FAIL, reason="refused")
+    assert "network.turn_fallback_blocked" in by_code(correlate(report(refused)))
+
+
+def test_a_tcp_turn_timeout_after_the_connection_was_answered_is_not_a_blocked_port(correlate):
+    checks = clean_checks()
+    checks["turn.tcp"] = patched(checks["turn.tcp"], status=Status.FAIL, reason="timeout", allocations=[
+        {"server": "turn:edge.example:3478?transport=tcp", "transport": "tcp", "ok": False, "reason": "timeout", "connected": True}])
+    assert "network.turn_fallback_blocked" not in by_code(correlate(report(checks), unexplained_ok=("turn.tcp",)))
+    # no TCP answer and a clean line: the port is filtered
+    checks["turn.tcp"] = patched(checks["turn.tcp"], allocations=[
+        {"server": "turn:edge.example:3478?transport=tcp", "transport": "tcp", "ok": False, "reason": "timeout", "connect_attempts": 8}])
+    assert "network.turn_fallback_blocked" in by_code(correlate(report(checks)))
+
+
 def test_turn_fallback_blocked_silent_when_udp_is_blocked_too(correlate):
     checks = udp_blocked_checks()
     checks["turn.tcp"] = patched(checks["turn.tcp"], status=Status.FAIL, reason="timeout")

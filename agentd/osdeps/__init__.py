@@ -8,6 +8,8 @@
   descriptor and the client's token on Windows);
 - :mod:`agentd.osdeps.stop`: how a running daemon is asked to stop or reload (signals on
   POSIX; Ctrl-C, Ctrl-Break and the service manager on Windows);
+- :mod:`agentd.osdeps.rxstamp`: when the kernel received a datagram (``SIOCGSTAMPNS`` on
+  Linux; elsewhere the caller reads its own clock);
 - :mod:`agentd.osdeps.service`: telling the service manager how the daemon is doing
   (systemd's notify socket, the Windows Service Control Manager).
 

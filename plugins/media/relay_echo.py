@@ -25,12 +25,14 @@ No aiortc here: this module loads with the check, the aiortc call loads in a thr
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from agentd.errors import ProbeError, ProbeTimeout
+from agentd.osdeps import rxstamp
 
 from .quality import LossDecision, decide_loss
 
@@ -122,6 +124,12 @@ class _End:
         pass
 
 
+def _socket_of(protocol):
+    """The socket under an aioice TURN protocol's transport, or None."""
+    transport = getattr(protocol, "transport", None)
+    return transport.get_extra_info("socket") if transport is not None else None
+
+
 def _channel_frame(protocol, peer: tuple[str, int], payload: bytes) -> None:
     """Send ``payload`` to ``peer`` as ChannelData on the channel bound for it (synchronous)."""
     channel = protocol.peer_to_channel[peer]
@@ -133,7 +141,13 @@ class _Prober:
         self.plan = plan
         self.protocols = {"a": relay_a.protocol, "b": relay_b.protocol}
         self.peers = {"a": relay_b.protocol.relayed_address, "b": relay_a.protocol.relayed_address}
-        # per probe (stream, seq): [sent, arrived at the other end, arrived back]
+        # arrivals are read from the kernel's receive timestamps where the platform has them
+        # (agentd.osdeps.rxstamp): how long this process took to read a probe is not the network's
+        self.sockets = {name: _socket_of(protocol) for name, protocol in self.protocols.items()}
+        # UDP only: a TCP socket's stamp is not per segment (a stream's arrivals are read with the clock)
+        datagram = all(getattr(sock, "type", None) == socket.SOCK_DGRAM for sock in self.sockets.values())
+        self.kernel_stamps = datagram and all(rxstamp.enable(sock) for sock in self.sockets.values())
+        # per probe (stream, seq): [sent, arrived at the other end, arrived back, echo sent]
         self.probes: dict[tuple[int, int], list[float | None]] = {}
         self.order: list[tuple[int, int]] = []
         self.arrivals = 0
@@ -150,7 +164,7 @@ class _Prober:
         now = time.monotonic()
         name = self.owner(stream)
         packet = RTP.pack(0x80, OPUS_PT, seq & 0xFFFF, (seq * 960) & 0xFFFFFFFF, SSRC_BASE + stream) + SENT.pack(now) + self.padding
-        self.probes[(stream, seq)] = [now, None, None]
+        self.probes[(stream, seq)] = [now, None, None, None]
         self.order.append((stream, seq))
         try:
             _channel_frame(self.protocols[name], self.peers[name], packet)
@@ -158,7 +172,7 @@ class _Prober:
             pass
 
     def received(self, at: str, data: bytes) -> None:
-        now = time.monotonic()
+        now = (rxstamp.last_arrival(self.sockets[at]) if self.kernel_stamps else None) or time.monotonic()
         if len(data) < RTP.size + SENT.size:
             return  # the one-byte datagram that bound the channel, or not ours
         _, _, seq16, timestamp, ssrc = RTP.unpack_from(data)
@@ -172,11 +186,12 @@ class _Prober:
         if self.owner(stream) == at:  # our own probe, echoed back
             if record[1] is not None and record[2] is None:
                 record[2] = now
-                self._transit(now - record[1])
+                self._transit(now - (record[3] or record[1]))
         elif record[1] is None:  # the other end's probe: note it and echo it at once
             record[1] = now
             self.arrivals += 1
             self._transit(now - record[0])
+            record[3] = time.monotonic()  # the echo's leg starts when it leaves, not when its probe was taken in
             try:
                 _channel_frame(self.protocols[at], self.peers[at], data)
             except (OSError, KeyError, AttributeError):
@@ -205,7 +220,7 @@ class _Prober:
         """(lost, tried) over legs whose outcome is known by ``settled_before`` (None: all)."""
         lost = tried = 0
         for key in self.order:
-            sent, there, back = self.probes[key]
+            sent, there, back, _ = self.probes[key]
             if settled_before is not None and sent > settled_before:
                 break  # sends are in order: later ones are not settled either
             tried += 1
@@ -234,14 +249,14 @@ class _Prober:
     def records(self, start: float) -> tuple[EchoRecord, ...]:
         out = []
         for stream, seq in self.order:
-            sent, there, back = self.probes[(stream, seq)]
+            sent, there, back, echoed = self.probes[(stream, seq)]
             out.append(
                 EchoRecord(
                     stream=stream,
                     seq=seq,
                     sent_s=sent - start,
                     forward_ms=None if there is None else (there - sent) * 1000.0,
-                    back_ms=None if back is None or there is None else (back - there) * 1000.0,
+                    back_ms=None if back is None or there is None else (back - (echoed or there)) * 1000.0,
                     stalled=self.stalled(there) or self.stalled(back),
                 )
             )

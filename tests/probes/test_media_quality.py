@@ -268,3 +268,30 @@ def test_jitter_above_the_limit_warns_and_the_summary_says_so():
     loud = measured_outcome(run, _call(), attempts, MediaSettings(), jitter_limit_ms=2.0)
     assert loud.status is Status.WARN and "jitter 3.0 ms (above 2 ms)" in loud.summary
     assert loud.details["jitter_limit_ms"] == 2.0 and loud.details["jitter_running_ms"] > 0
+
+
+def test_kernel_receive_stamp_is_when_the_datagram_arrived_not_when_it_was_read():
+    import socket
+    import sys
+    import time
+
+    from agentd.osdeps import rxstamp
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.bind(("127.0.0.1", 0))
+        enabled = rxstamp.enable(receiver)
+        if not sys.platform.startswith("linux"):
+            assert not enabled and rxstamp.last_arrival(receiver) is None
+            return
+        assert enabled
+        sent = time.monotonic()
+        sender.sendto(b"probe", receiver.getsockname())
+        time.sleep(0.2)  # a busy process reads it late
+        receiver.recv(64)
+        arrived = rxstamp.last_arrival(receiver)
+        assert arrived is not None and sent - 0.005 <= arrived < sent + 0.1  # the arrival, not the read 200 ms later
+    finally:
+        receiver.close()
+        sender.close()

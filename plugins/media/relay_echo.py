@@ -45,6 +45,9 @@ OPUS_PT = 111
 DRAIN_MIN_S = 0.2
 STALL_S = 0.010
 """The sender waking this much later than planned means the event loop was held up."""
+SEND_SLACK_S = 0.001
+"""A send call that took longer than this (a thread switch, a busy PC between the clock
+read and the packet leaving) leaves its leg's start uncertain: out of delay and jitter."""
 SSRC_BASE = 0x5A6E0000
 """Stream ``i`` uses SSRC ``SSRC_BASE + i``: streams ``0..n-1`` start at A, ``n..2n-1`` at B."""
 
@@ -81,9 +84,10 @@ class EchoRecord:
     back_ms: float | None
     """The echo's leg back; None: lost, or never sent because the first leg was lost."""
     stalled: bool = False
-    """A leg of it was taken in while this process's event loop was held up (loading aiortc,
-    a busy PC): its transit times say more about this process than about the network, so
-    delay and jitter leave it out. It still counts for loss."""
+    """Its transit times say more about this process than about the network (a send call
+    that took over SEND_SLACK_S: a thread switch between the clock read and the packet
+    leaving; without kernel receive stamps also an arrival read while the event loop was
+    held up), so delay and jitter leave it out. It still counts for loss."""
 
 
 @dataclass(frozen=True)
@@ -155,21 +159,25 @@ class _Prober:
         self.rttvar = 0.0
         self.closed_end: str | None = None
         self.stalls: list[tuple[float, float]] = []
+        self.uncertain: set[tuple[tuple[int, int], int]] = set()  # (probe, leg 1|2) whose send took > SEND_SLACK_S
         self.padding = bytes(RTP_SIZE - RTP.size - SENT.size)
 
     def owner(self, stream: int) -> str:
         return "a" if stream < self.plan.streams else "b"
 
     def send(self, stream: int, seq: int) -> None:
-        now = time.monotonic()
         name = self.owner(stream)
-        packet = RTP.pack(0x80, OPUS_PT, seq & 0xFFFF, (seq * 960) & 0xFFFFFFFF, SSRC_BASE + stream) + SENT.pack(now) + self.padding
-        self.probes[(stream, seq)] = [now, None, None, None]
-        self.order.append((stream, seq))
+        packet = RTP.pack(0x80, OPUS_PT, seq & 0xFFFF, (seq * 960) & 0xFFFFFFFF, SSRC_BASE + stream) + SENT.pack(time.monotonic()) + self.padding
+        key = (stream, seq)
+        now = time.monotonic()
+        self.probes[key] = [now, None, None, None]
+        self.order.append(key)
         try:
             _channel_frame(self.protocols[name], self.peers[name], packet)
         except (OSError, KeyError, AttributeError):  # a closed socket: counted as lost, ended by closed()
             pass
+        if time.monotonic() - now > SEND_SLACK_S:
+            self.uncertain.add((key, 1))
 
     def received(self, at: str, data: bytes) -> None:
         now = (rxstamp.last_arrival(self.sockets[at]) if self.kernel_stamps else None) or time.monotonic()
@@ -191,11 +199,13 @@ class _Prober:
             record[1] = now
             self.arrivals += 1
             self._transit(now - record[0])
-            record[3] = time.monotonic()  # the echo's leg starts when it leaves, not when its probe was taken in
+            record[3] = echoed = time.monotonic()  # the echo's leg starts when it leaves, not when its probe was taken in
             try:
                 _channel_frame(self.protocols[at], self.peers[at], data)
             except (OSError, KeyError, AttributeError):
                 pass
+            if time.monotonic() - echoed > SEND_SLACK_S:
+                self.uncertain.add(((stream, seq), 2))
 
     def closed(self, name: str) -> None:
         self.closed_end = self.closed_end or name
@@ -246,6 +256,14 @@ class _Prober:
         (what queued up in the socket is read in the first turns of the loop)."""
         return at is not None and any(begin <= at <= end + STALL_S for begin, end in self.stalls)
 
+    def leg_unreliable(self, key: tuple[int, int], there: float | None, back: float | None) -> bool:
+        """Whether a probe's transit times say more about this process than the network: a
+        send whose clock read and departure were more than SEND_SLACK_S apart; without the
+        kernel's receive stamps also an arrival read during (or just after) a stall."""
+        if (key, 1) in self.uncertain or (back is not None and (key, 2) in self.uncertain):
+            return True
+        return not self.kernel_stamps and (self.stalled(there) or self.stalled(back))
+
     def records(self, start: float) -> tuple[EchoRecord, ...]:
         out = []
         for stream, seq in self.order:
@@ -257,7 +275,7 @@ class _Prober:
                     sent_s=sent - start,
                     forward_ms=None if there is None else (there - sent) * 1000.0,
                     back_ms=None if back is None or there is None else (back - (echoed or there)) * 1000.0,
-                    stalled=self.stalled(there) or self.stalled(back),
+                    stalled=self.leg_unreliable((stream, seq), there, back),
                 )
             )
         return tuple(out)

@@ -26,6 +26,7 @@ BENCHMARKS = {
     "hub_faults": "the hub under a 5 000-PC reconnect storm, a wrong-password flood and PostgreSQL restarts (issues 23, 24)",
     "softphone_ice": "fetching the softphone's own STUN/TURN servers over the streaming channel: cold and cached (issue 10)",
     "segments": "segment verdicts (local link, ISP, beyond) over 20 full pre-shift runs per fault in the segment lab (issue 20; root)",
+    "jitter": "delay and jitter true against the lab's delay stage; no blocked TCP fallback on lossy lines (issue 20; root)",
 }
 
 

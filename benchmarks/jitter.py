@@ -23,9 +23,12 @@ delay from arrival to release, scheduling included), not what was asked: ``rtt_m
 truth is the clean lab's leg RTT (median of the clean runs) + the median delay the stage
 applied; ``jitter_ms``'s truth is the mean |D| of consecutive packets of each RTP stream
 the stage delayed (RFC 3550's figure for what the packets met, over the probe's leg
-streams and the call's). Targets: ``rtt_ms`` within 5 ms + 5 % and ``jitter_ms`` within
+streams and the call's). coturn's threads get a real-time priority (``relay_realtime``),
+as the stage has: jitter from the shared machine's load is not what is placed. Targets: ``rtt_ms`` within 5 ms + 5 % and ``jitter_ms`` within
 20 % of the truth in >= 19 of 20 runs; ``network.isp_congestion`` in >= 19 of 20
-congested runs; ``network.turn_fallback_blocked`` in 0 of 20 lossy runs per level.
+congested runs; ``network.turn_fallback_blocked`` in 0 of 20 lossy runs per level. (The
+jitter target is judged on the jitter cases: with no jitter placed the truth is ~0.1 ms,
+the stage's own scheduling, and 20 % of it is no bound.)
 Traffic goes only to the lab's own namespaces.
 """
 
@@ -42,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks._figures import load_average, median_range
-from benchmarks.media_loss import fail_fast_resolver, installed_env
+from benchmarks.media_loss import _rcvbuf_errors, fail_fast_resolver, installed_env
 from benchmarks.preshift import OFFLINE_GENESYS, agentd_env
 
 CASES = {
@@ -76,15 +79,20 @@ class Run:
     late_p95_ms: float | None
     turn_rows: tuple[str, ...]
     """turn.tcp / turn.tls: status, and whether the summary names loss."""
+    rcvbuf_drops: int = 0
+    """Datagrams the agent namespace's kernel dropped for full socket buffers (agentd too busy to read)."""
+    loss_pct: float | None = None
 
 
 def one_run(lab, env: dict[str, str], stage, cutoff_s: float) -> Run:
     if stage is not None:
         stage.reset()
+    drops_before = _rcvbuf_errors(lab)
     started = time.monotonic()
     proc = lab.run_in_agent([sys.executable, "-m", "agentd", "check", "--json", "--no-daemon"], env=env, timeout=cutoff_s)
     wall = time.monotonic() - started
     truth = stage.stats() if stage is not None else None
+    drops = _rcvbuf_errors(lab) - drops_before
     try:
         report = json.loads(proc.stdout)
     except ValueError:
@@ -109,6 +117,8 @@ def one_run(lab, env: dict[str, str], stage, cutoff_s: float) -> Run:
         applied_jitter_ms=truth.jitter_ms(MIN_STREAM_PACKETS) if truth else None,
         late_p95_ms=truth.late_p95_ms if truth else None,
         turn_rows=turn_rows,
+        rcvbuf_drops=drops,
+        loss_pct=m.get("loss_pct"),
     )
 
 
@@ -119,6 +129,7 @@ def run_cases(names: list[str], runs: int, cutoff_s: float, progress: bool = Tru
     with tempfile.TemporaryDirectory(prefix="agentd-bench-jitter-") as tmp, Netlab.create(nat="plain") as lab, fail_fast_resolver(lab):
         work = Path(tmp)
         with lab.start_coturn(work / "turn") as turn:
+            relay_realtime(turn)
             config = work / "agentd.toml"
             config.write_text(OFFLINE_GENESYS + turn.ice_toml())
             env = installed_env(agentd_env(work, config), work)
@@ -147,6 +158,29 @@ def run_cases(names: list[str], runs: int, cutoff_s: float, progress: bool = Tru
     return results, base_rtt
 
 
+def relay_realtime(turn) -> int:
+    """Give every thread of the lab's coturn a real-time priority, as the delay stage has.
+
+    coturn relays each packet in user space; on this shared 2-core machine (load 5-10 from
+    other sessions) its threads waited for a core for milliseconds now and then, which is
+    jitter the stage did not apply and the truth does not hold (clean runs read up to 3.5 ms,
+    delay-only runs up to 7 ms). The edge under test is the stage, not the machine's load.
+    Returns how many threads were raised (0 where the pid file or the privilege is missing)."""
+    raised = 0
+    try:
+        pid = int((turn.folder / "turn.pid").read_text())
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return 0
+    for tid in tids:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(5))
+            raised += 1
+        except OSError:
+            pass
+    return raised
+
+
 def rtt_truth(run: Run, base_rtt: float) -> float | None:
     return None if run.applied_median_ms is None else base_rtt + run.applied_median_ms
 
@@ -167,7 +201,7 @@ def _progress(name: str, i: int, run: Run, base_rtt: float, on: bool) -> None:
     print(
         f"  {name} run {i + 1}: {run.wall_s:.2f} s, {run.transport} {run.media_status}, rtt {run.rtt_ms} (truth {rtt_truth(run, base_rtt)}), "
         f"jitter {run.jitter_ms} (running {run.jitter_running_ms}; truth {run.applied_jitter_ms}), stage late p95 {run.late_p95_ms}, "
-        f"{', '.join(run.turn_rows)}, verdicts {','.join(run.verdicts) or '-'}",
+        f"loss {run.loss_pct}, rcvbuf drops {run.rcvbuf_drops}, {', '.join(run.turn_rows)}, verdicts {','.join(run.verdicts) or '-'}",
         file=sys.stderr,
         flush=True,
     )
@@ -181,8 +215,8 @@ def tables(results: dict[str, list[Run]], base_rtt: float) -> str:
     out = [
         f"Clean lab leg RTT (median of 5 clean runs): {base_rtt:.2f} ms.\n",
         "| case | runs | on UDP | rtt_ms median (min-max) | truth median (min-max) | rtt within 5 ms + 5 % | jitter_ms median (min-max) | "
-        "truth median (min-max) | jitter within 20 % | running RFC 3550 estimate median (min-max) | stage late p95 ms max | verdicts (runs) | wall s median (min-max) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "truth median (min-max) | jitter within 20 % | running RFC 3550 estimate median (min-max) | stage late p95 ms max | loss_pct max; socket-buffer drops (runs) | verdicts (runs) | wall s median (min-max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lossy = []
     for name, runs in results.items():
@@ -199,8 +233,9 @@ def tables(results: dict[str, list[Run]], base_rtt: float) -> str:
             f"| {name} | {len(runs)} | {sum(1 for r in runs if r.transport == 'udp')} | {median_range([r.rtt_ms for r in runs], 2)} | "
             f"{median_range([rtt_truth(r, base_rtt) for r in runs], 2) if measured else '-'} | "
             f"{sum(1 for r in runs if rtt_ok(r, base_rtt)) if measured else '-'} | {median_range([r.jitter_ms for r in runs], 2)} | "
-            f"{median_range([r.applied_jitter_ms for r in runs], 2) if measured else '-'} | {sum(1 for r in runs if jitter_ok(r)) if measured else '-'} | "
+            f"{median_range([r.applied_jitter_ms for r in runs], 2) if measured else '-'} | {sum(1 for r in runs if jitter_ok(r)) if CASES[name].get('width_ms') else '-'} | "
             f"{median_range([r.jitter_running_ms for r in runs], 2)} | {max(lates) if lates else 0:.2f} | "
+            f"{max((r.loss_pct or 0) for r in runs):.2f}; {sum(r.rcvbuf_drops for r in runs)} ({sum(1 for r in runs if r.rcvbuf_drops)}) | "
             f"{', '.join(f'`{k}` ({v})' for k, v in sorted(verdicts.items())) or '-'} | {median_range([r.wall_s for r in runs], 2)} |"
         )
     if lossy:

@@ -248,7 +248,13 @@ async def stun_binding_stream(
     writer = None
     try:
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(address, port, ssl=ssl_context, server_hostname=server_hostname if ssl_context else None)
+            # racing TCP connections (connect_stream): a lost SYN does not cost the kernel's 1 s retransmission
+            connected = await connect_stream(address, port, timeout_s=timeout_s)
+            try:
+                reader, writer = await asyncio.open_connection(sock=connected.sock, ssl=ssl_context, server_hostname=server_hostname if ssl_context else None)
+            except BaseException:
+                connected.sock.close()
+                raise
             request = binding_request()
             sent = time.monotonic()  # the round trip, without the connection set-up
             writer.write(bytes(request))

@@ -215,7 +215,7 @@ def isp_congestion(findings: Findings, limits: Thresholds) -> Verdict | None:
                 jitter = metric(media, "jitter_ms")
                 extra = f", jitter {jitter:.0f} ms" if jitter is not None and jitter > limits.jitter_ms else ""
                 parts.append(f"this PC's path to the media edge loses {loss:.1f}% with RTT up to {rtt:.0f} ms{extra}")
-                slow = slow_tcp_turn(findings, limits)
+                slow = slow_tcp_turn(findings, limits) + slow_tcp_stun(findings, limits)
                 if slow:
                     refs.extend(ref_check(c) for c in slow)
                     parts.append(_slow_tcp_part(slow))
@@ -409,7 +409,7 @@ def packet_loss(findings: Findings, limits: Thresholds) -> Verdict | None:
                 f"to {transport.upper()}, where the loss turns into delay"
             )
     if parts and not _high_rtt(media, limits):
-        slow = slow_tcp_turn(findings, limits)
+        slow = slow_tcp_turn(findings, limits) + slow_tcp_stun(findings, limits)
         if slow:
             refs.extend(ref_check(c) for c in slow)
             parts.append(_slow_tcp_part(slow))
@@ -637,8 +637,22 @@ def slow_tcp_turn(findings: Findings, limits: Thresholds) -> list:
     return [c for c in shut if lossy or _tcp_connected(c)]
 
 
+def slow_tcp_stun(findings: Findings, limits: Thresholds) -> list:
+    """The ``stun`` check when it warns only because TCP/TLS bindings timed out (others
+    answered) on a line seen losing packets: the same loss, not a block."""
+    stun = findings.check("stun")
+    if stun is None or stun.status is not Status.WARN:
+        return []
+    bindings = items(stun.details.get("bindings"))
+    lost = [b for b in bindings if b.get("ok") is False]
+    tcp_timeouts = [b for b in lost if b.get("transport") in ("tcp", "tls") and b.get("reason") == "timeout"]
+    if not lost or len(tcp_timeouts) != len(lost) or not line_loses(findings, limits):
+        return []
+    return [stun]
+
+
 def _slow_tcp_part(slow) -> str:
-    names = " and ".join(c.id for c in slow)
+    names = " and ".join(f"{c.id} (over TCP)" if c.id == "stun" else c.id for c in slow)
     return (
         f"{names} got no answer in time, which this loss explains (a lost SYN costs 1 s, two cost 3 s): "
         "slow because of the loss, not blocked"

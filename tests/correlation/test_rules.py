@@ -402,6 +402,19 @@ def test_a_tcp_turn_check_slow_on_a_lossy_line_is_loss_not_a_blocked_fallback(co
     assert "network.turn_fallback_blocked" in by_code(correlate(report(refused)))
 
 
+def test_a_tcp_stun_binding_lost_on_a_lossy_line_is_explained_by_the_loss(correlate):
+    checks = lossy_checks()
+    checks["stun"] = patched(checks["stun"], status=Status.WARN, reason="timeout", bindings=[
+        {"server": "stun:edge.example:3478", "transport": "udp", "ok": True, "mapped": "203.0.113.9:40000", "rtt_ms": 3.0},
+        {"server": "stun:edge.example:3478", "transport": "tcp", "ok": False, "reason": "timeout", "error": "no answer"}])
+    [v] = correlate(report(checks))
+    assert v.code == "network.packet_loss" and "check:stun" in v.evidence and "stun (over TCP) got no answer in time" in v.summary
+    # on a clean line a TCP binding that times out is not this rule's to explain
+    clean = clean_checks()
+    clean["stun"] = checks["stun"]
+    assert "network.packet_loss" not in by_code(correlate(report(clean), unexplained_ok=("stun",)))
+
+
 def test_a_tcp_turn_timeout_after_the_connection_was_answered_is_not_a_blocked_port(correlate):
     checks = clean_checks()
     checks["turn.tcp"] = patched(checks["turn.tcp"], status=Status.FAIL, reason="timeout", allocations=[

@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.lab]
 
 ECHO_PORT = 9999
 ECHO = (
-    "import socket\n"
+    "import os, socket\n"
+    # a real-time priority like the stage's: the machine's load is not what is measured
+    "os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(5))\n"
     "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
     f"s.bind(('0.0.0.0', {ECHO_PORT}))\n"
     "while True:\n"
@@ -37,8 +39,12 @@ ECHO = (
 
 def rtp_echo(count: int, interval_s: float, ssrcs: tuple[int, ...] = (0x1234,)) -> list[tuple[int, int, float]]:
     """In the agent namespace: ``count`` RTP packets per SSRC every ``interval_s`` to the echo;
-    (ssrc, seq, round trip ms) in arrival order."""
+    (ssrc, seq, round trip ms) in arrival order. Arrivals are the kernel's receive stamps
+    (agentd.osdeps.rxstamp), so a busy test machine reading late is not measured."""
+    from agentd.osdeps import rxstamp
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rxstamp.enable(sock)
     sock.settimeout(0.5)
     sock.connect((SERVER_IP, ECHO_PORT))
     sent: dict[tuple[int, int], float] = {}
@@ -51,7 +57,7 @@ def rtp_echo(count: int, interval_s: float, ssrcs: tuple[int, ...] = (0x1234,)) 
                 data = sock.recv(2048)
             except (socket.timeout, OSError):
                 continue
-            now = time.monotonic()
+            now = rxstamp.last_arrival(sock) or time.monotonic()
             seq, ssrc = struct.unpack_from("!H", data, 2)[0], struct.unpack_from("!I", data, 8)[0]
             got.append((ssrc, seq, (now - sent[(ssrc, seq)]) * 1000.0))
 

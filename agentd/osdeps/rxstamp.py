@@ -40,7 +40,10 @@ def enable(sock) -> bool:
         fd = sock.fileno()
     except (OSError, ValueError, AttributeError):
         return False
-    _stamp(fd)  # the first call enables SOCK_TIMESTAMP on the socket; datagrams from now on are stamped
+    # the first call enables SOCK_TIMESTAMP on the socket; the kernel turns stamping on from a
+    # work queue, so the first datagrams may come unstamped: then the stamp reads as the time
+    # of the read, which is no worse than the caller's own clock
+    _stamp(fd)
     return True
 
 

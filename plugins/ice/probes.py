@@ -575,8 +575,7 @@ async def open_allocation(
                     ) from None
                 context = tls_context(ca_file) if url.transport == "tls" else None
                 try:
-                    # the server answered TCP: a TLS handshake that retransmits on a lossy path gets the patience too
-                    async with asyncio.timeout(deadline.left() + patience_s):
+                    async with asyncio.timeout(deadline.left()):
                         transport, protocol = await loop.create_connection(
                             lambda: _TurnTcp(server, username=endpoint.username, password=password, lifetime=lifetime_s, channel_refresh_time=500),
                             sock=connected.sock,
@@ -593,8 +592,6 @@ async def open_allocation(
             def more() -> float:
                 if protocol.nonce is not None or (progress is not None and progress.answered()):
                     return patience_s  # the server answers: the rest is retransmission on a lossy path
-                if connected is not None:
-                    return patience_s  # TCP was answered: the server is there, segments are being retransmitted
                 if getattr(protocol, "sends", MIN_SENDS) < MIN_SENDS:
                     return UNSENT_STEP_S  # a busy event loop sent it late: a little longer, then look again
                 return 0.0

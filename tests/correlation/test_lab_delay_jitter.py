@@ -43,7 +43,9 @@ def test_jitter_reads_true_and_is_named_as_jitter(netlab, lab_coturn, agentd_env
     [media] = [c for c in report["checks"] if c["id"] == "media.path"]
     assert media["details"]["transport"] == "udp", media["summary"]
     applied = truth.jitter_ms(min_packets=10)
-    assert 4.5 < applied < 7.5  # 18 / 3, as the stage applied it
+    # 18 / 3 = 6 while a stream's packets stay 20 ms apart; a loaded machine's bunched sends
+    # wait for the packet ahead (no reordering) and bring it lower: the truth is what was applied
+    assert 2.5 < applied < 7.5
     assert abs(media["metrics"]["jitter_ms"] - applied) <= 0.3 * applied, (media["metrics"], applied)
     # the running estimate from 0 reads low on a short pre-shift; it is kept beside
     assert media["details"]["jitter_running_ms"] < media["metrics"]["jitter_ms"]

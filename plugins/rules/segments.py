@@ -280,12 +280,14 @@ def _timed_out_on_the_line(findings: Findings) -> list[str]:
 
 
 def segment_verdict(findings: Findings, limits: Thresholds, found: Placement) -> Verdict:
-    from .media import MEDIA_PORTS, _intermittent_udp, link_of  # the loss rules' reading of the line
+    from .media import MEDIA_PORTS, _intermittent_udp, link_of, slow_tcp_turn  # the loss rules' reading of the line
 
     media = findings.check("media.path")
     path_check = findings.check("path")
     # and the UDP checks whose answers came and went on the same lossy line
     refs = [ref_check(media), ref_check(path_check), *_intermittent_udp(findings), *_timed_out_on_the_line(findings)]
+    # turn.tcp/turn.tls that ran out of time on this lossy line: the same loss, not a blocked fallback
+    refs.extend(ref_check(c) for c in slow_tcp_turn(findings, limits))
     first = found.first or Point("the media path (media.path)", "end", 0, 0, "lossy")
     loss = metric(media, "loss_pct")
     rtt = max((v for v in (metric(media, "rtt_ms"), metric(media, "rtt_p95_ms")) if v is not None), default=None)

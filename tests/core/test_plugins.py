@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -94,3 +96,32 @@ def test_a_broken_drop_in_is_reported_and_the_others_still_run(agentd_env, drop_
     assert by_id["plugin.raises"]["status"] == "error"
     assert "planning failed" in by_id["plugin.raises"]["summary"]
     assert result.returncode == 1  # a plugin that could not plan its checks makes the run not ready
+
+
+@pytest.mark.floor
+def test_every_builtin_plugin_and_module_loads(agentd_env):
+    """Every entry point pyproject.toml declares loads, and every module of agentd and its
+    plugins imports (the Windows-only ones, __main__ and the migration scripts aside): with the
+    newest versions and, in .venv-floor, with the lowest versions pyproject.toml allows."""
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    declared = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["entry-points"]["agentd"]
+    result = agentd_env.run("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    states = {p["name"]: p["state"] for p in json.loads(result.stdout) if p["origin"] == "builtin"}
+    assert states == {name: "loaded" for name in declared}
+
+    modules = []
+    for package, folder in (("agentd", repo / "agentd"), ("agentd_plugins", repo / "plugins")):
+        for path in sorted(folder.rglob("*.py")):
+            parts = path.relative_to(folder).with_suffix("").parts
+            if "migrations" in parts or parts[-1] == "__main__" or any(part.startswith("_windows") for part in parts):
+                continue
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules.append(".".join((package, *parts)))
+    script = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    imported = subprocess.run([sys.executable, "-c", script, *modules], capture_output=True, text=True, timeout=120, env=agentd_env.env)
+    assert imported.returncode == 0, imported.stderr[-3000:]

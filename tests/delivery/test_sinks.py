@@ -147,6 +147,7 @@ def moto_s3():
     server.stop()
 
 
+@pytest.mark.floor
 async def test_s3_sink_writes_one_object_per_report(moto_s3):
     from agentd_plugins.sinks.s3 import S3Sink, S3SinkSettings
 

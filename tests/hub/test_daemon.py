@@ -8,6 +8,7 @@ import os
 import stat
 
 import httpx
+import pytest
 
 from tests.hub.conftest import wait_until
 
@@ -32,6 +33,7 @@ def run_check_and_wait(url: str, auth, install_id: str, timeout_s: float = 120.0
     return wait_until(landed, timeout_s, interval_s=0.3, what="the run's report to land")
 
 
+@pytest.mark.floor
 def test_a_daemon_enrolls_connects_and_runs_a_check_from_the_hub(hub, pc_factory):
     server = hub.start()
     key = hub.enroll_key()

@@ -7,6 +7,8 @@ import asyncio
 import threading
 from urllib.parse import urlsplit
 
+import pytest
+
 from tests.hub.conftest import free_port, wait_until
 from tests.hub.test_daemon import connected
 
@@ -67,6 +69,7 @@ class LoopbackProxy:
             sink.close()
 
 
+@pytest.mark.floor
 def test_the_daemon_joins_through_an_http_proxy(live_hub, pc_factory):
     key = live_hub.enroll_key()
     auth = live_hub.add_user()

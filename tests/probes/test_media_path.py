@@ -140,6 +140,7 @@ async def test_no_turn_url_is_a_skip(agentd_env, coturn):
     assert result.status is Status.SKIP and result.details["reason"] == "not_configured"
 
 
+@pytest.mark.floor
 def test_cli_report_exit_code_and_no_secret(agentd_env, coturn):
     agentd_env.write_config(media_config(coturn, media="duration_s = 0.5\n"))
 

@@ -34,6 +34,7 @@ def _ice_for(host: str, port: int) -> str:
     )
 
 
+@pytest.mark.floor
 async def test_all_good(agentd_env, coturn):
     config = agentd_env.write_config(config_text(coturn.ice_toml(extra='media_port_range = "40000-40999"\n')))
     found = await run_checks(config)

@@ -66,9 +66,10 @@ def relay_ports(server: Coturn) -> list[int]:
 
     pid = int((server.folder / "turn.pid").read_text())
     listening = {server.port, server.alt_port, server.tls_port, server.tls_port + 1}
-    return sorted(
-        {c.laddr.port for c in psutil.Process(pid).net_connections(kind="udp") if 49152 <= c.laddr.port <= 59999} - listening
-    )
+    process = psutil.Process(pid)
+    # psutil before 6.0 (pyproject.toml allows 5.9.4) names it connections()
+    sockets = process.net_connections(kind="udp") if hasattr(process, "net_connections") else process.connections(kind="udp")
+    return sorted({c.laddr.port for c in sockets if 49152 <= c.laddr.port <= 59999} - listening)
 
 
 async def relays_gone(server: Coturn, limit_s: float = 3.0) -> list[int]:

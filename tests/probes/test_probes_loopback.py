@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import psutil
 import pytest
 
 from agentd.config import Secret
@@ -18,6 +17,7 @@ from agentd_plugins.ice.probes import open_allocation
 from agentd_plugins.ice.urls import parse_ice_url
 
 from .helpers import MEDIA_CHECKS, checks_of, config_text, report_of, run_checks
+from .media_fixtures import relay_ports
 
 pytestmark = pytest.mark.coturn
 
@@ -115,19 +115,10 @@ async def test_untrusted_certificate_names_its_subject(agentd_env, coturn):
     assert found["turn.udp"].status is Status.PASS and found["turn.tcp"].status is Status.PASS
 
 
-def _relay_ports(server) -> list[int]:
-    """The relay sockets coturn holds open now (UDP ports in its relay range)."""
-    pid = int((server.folder / "turn.pid").read_text())
-    listening = {server.port, server.alt_port, server.tls_port, server.tls_port + 1}  # may fall in the relay range too
-    return sorted(
-        {c.laddr.port for c in psutil.Process(pid).net_connections(kind="udp") if 49152 <= c.laddr.port <= 59999} - listening
-    )
-
-
 async def _relays_gone(server, limit_s: float = 3.0) -> list[int]:
     """Wait (bounded) for coturn to free relays; it frees a deleted UDP allocation on its 1 s timer."""
     end = time.monotonic() + limit_s
-    while (left := _relay_ports(server)) and time.monotonic() < end:
+    while (left := relay_ports(server)) and time.monotonic() < end:
         await asyncio.sleep(0.1)
     return left
 
@@ -138,7 +129,7 @@ async def test_every_allocation_is_released(agentd_env, coturn):
     for url in coturn.turn_urls:
         endpoint = IceEndpoint(parse_ice_url(url), coturn.username, Secret(coturn.password))
         async with open_allocation(endpoint, timeout_s=2, ca_file=coturn.certs.ca) as relay:
-            assert int(relay.relayed.rpartition(":")[2]) in _relay_ports(coturn)
+            assert int(relay.relayed.rpartition(":")[2]) in relay_ports(coturn)
         assert await _relays_gone(coturn) == [], url
     config = agentd_env.write_config(config_text(coturn.ice_toml()))
     found = await run_checks(config, "turn.udp", "turn.tcp", "turn.tls")

@@ -5,13 +5,11 @@ either shows its progress and report."""
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from tests.hub.conftest import enroll, make_report, post_report, wait_until
 from tests.hub.test_daemon import connected, run_check_and_wait
 
 
-@pytest.mark.floor
 def test_a_request_on_one_process_reaches_a_pc_on_the_other(postgres, hub_factory, pc_factory):
     hub = hub_factory(postgres.url())
     first = hub.start()

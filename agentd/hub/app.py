@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 from typing import Any
 
 import structlog
@@ -335,10 +335,32 @@ async def enroll(request: Request) -> Response:
         (log.warning if exc.status == 409 else log.info)("enrollment refused", install_id=install_id[:100] if SAFE_ID.match(install_id) else None,
                                                          reason=str(exc), client=client_ip(request))
         return error(str(exc), exc.status)
+    try:
+        if isinstance(data.get("site"), str):
+            await hub.store.set_site_label(install_id, site_label(data["site"], encoded=False))
+    except HubInputError as exc:  # enrolled all the same: the label comes again with every report
+        log.info("site label refused", install_id=install_id, reason=str(exc))
     (log.info if done.outcome == "enrolled" else log.warning)("PC " + done.outcome, install_id=install_id, how=done.note, client=client_ip(request))
     if done.outcome != "enrolled":
         await hub.agents.close(install_id, code=4001)  # the old token's socket goes too
     return JSONResponse({"install_id": install_id, "token": done.token}, status_code=201)
+
+
+SITE_HEADER = "agentd-site"
+"""The site a PC names in its config (``[hub] site``), percent-encoded, with each report."""
+
+
+def site_label(value: str | None, *, encoded: bool = True) -> str | None:
+    """A PC's site label as sent (None: not sent; "": cleared). HubInputError names a bad one."""
+    if value is None:
+        return None
+    try:
+        text = (unquote(value, errors="strict") if encoded else value).strip()
+    except UnicodeDecodeError:
+        raise HubInputError("the site label (Agentd-Site) must be percent-encoded UTF-8", 422) from None
+    if len(text) > 100 or any(ch < " " or ch == "\x7f" for ch in text):
+        raise HubInputError("the site label (Agentd-Site, the PC's [hub] site) must be at most 100 printable characters", 422)
+    return text
 
 
 async def pc_from(request: Request | WebSocket) -> PC | None:
@@ -367,7 +389,11 @@ async def post_report(request: Request) -> Response:
         return error(f"Idempotency-Key must be the report id ({report.id})", 422)
     if report.agent.install_id != pc.install_id:
         return error("a PC may post only its own reports (agent.install_id differs from the token's PC)", 403)
-    stored = await hub.store.store_report(pc, report, body, client_ip(request))
+    try:
+        site = site_label(request.headers.get(SITE_HEADER))
+        stored = await hub.store.store_report(pc, report, body, client_ip(request), site_label=site)
+    except HubInputError as exc:
+        return error(str(exc), exc.status)
     log.info("report received", install_id=pc.install_id, report=report.id, stored=stored)
     return JSONResponse({"id": report.id, "stored": stored}, status_code=201 if stored else 200)
 
@@ -639,7 +665,7 @@ async def fleet_page(request: Request) -> Response:
     except fleetview.FleetQueryError as exc:
         return page(hub, "missing.html", 422, who=request.state.who, what=f"the fleet ({exc})")
     view = await _fleet_view(hub, query)
-    sentences = await hub.store.top_sentences([r["latest"]["id"] for r in view["rows"] if r["latest"]])
+    sentences = {r["latest"]["id"]: r["latest"]["sentence"] for r in view["rows"] if r["latest"] and r["latest"]["sentence"]}
     rows = view.pop("all_rows")
     verdict_codes = sorted({r["top_verdict"] for r in rows if r["top_verdict"]} | {v.code for v in view["sites"]})
     site_names = sorted({r["site"] for r in rows if r["site"]})

@@ -50,6 +50,17 @@ pcs = sa.Table(
     sa.Column("last_report_id", sa.String(100), nullable=True),
     sa.Column("reenroll_until", sa.Float, nullable=True),  # an administrator allowed re-enrollment until then
     sa.Column("token_check", sa.String(64), nullable=True),  # security.token_check of the secret (NULL: enrolled before it existed)
+    # 0003: the site label from the PC's config ([hub] site), and its latest report's status
+    # (the one it made last: last_report_id), kept at ingest so the fleet page reads one table
+    sa.Column("site_label", sa.String(100), nullable=True),
+    sa.Column("status_created", sa.String(40), nullable=True),
+    sa.Column("status_created_ts", sa.Float, nullable=True),
+    sa.Column("status_profile", sa.String(20), nullable=True),
+    sa.Column("status_ready", sa.Boolean, nullable=True, index=True),
+    sa.Column("status_verdict", sa.String(100), nullable=True),
+    sa.Column("status_sentence", sa.String(300), nullable=True),
+    sa.Column("status_failed", sa.String(500), nullable=True),
+    sa.Column("status_ip", sa.String(64), nullable=True),
 )
 
 enrollments = sa.Table(

@@ -251,7 +251,8 @@ def correlate(pm: pluggy.PluginManager, window: FleetWindow) -> list[FleetVerdic
 
 
 def window_from_rows(rows: list[dict[str, Any]], window_s: float, *, sites: Sequence[Site] | SiteMap = (), **kw: Any) -> FleetWindow:
-    """The latest report of each PC among ``rows`` (oldest first), each PC placed at its site."""
+    """The latest report of each PC among ``rows`` (oldest first), each PC placed at its site
+    (the label its config names, ``site_label``, else its address through the site map)."""
     latest: dict[str, dict[str, Any]] = {}
     for row in rows:
         latest[row["install_id"]] = row
@@ -261,7 +262,7 @@ def window_from_rows(rows: list[dict[str, Any]], window_s: float, *, sites: Sequ
             install_id=r["install_id"], report_id=r["id"], hostname=r["hostname"], created_ts=r["created_ts"],
             public_ip=r["public_ip"], failed=frozenset(filter(None, (r["failed_checks"] or "").split(","))),
             passed=frozenset(filter(None, (r["passed_checks"] or "").split(","))),
-            own_cause=r.get("top_verdict"), site=place(r["public_ip"]),
+            own_cause=r.get("top_verdict"), site=r.get("site_label") or place(r["public_ip"]),
         )
         for r in latest.values()
     )

@@ -87,12 +87,13 @@ def status_of(row: Mapping[str, Any], now: float) -> str:
 
 
 def annotate(rows: Sequence[dict[str, Any]], sites: SiteMap, now: float | None = None) -> None:
-    """Give each of the store's rows its ``status`` and ``site`` (in place: thousands of
+    """Give each of the store's rows its ``status`` and ``site`` (the PC's own label from
+    its config first, else its address through ``[hub] sites``) (in place: thousands of
     rows are filtered and sorted as they are; only a page's rows are shaped for showing)."""
     now = time.time() if now is None else now
     for r in rows:
         r["status"] = status_of(r, now)
-        r["site"] = sites(r["report_ip"] or r["public_ip"]) or ""
+        r["site"] = r.get("site_label") or sites(r["report_ip"] or r["public_ip"]) or ""
 
 
 def shape(rows: Sequence[Mapping[str, Any]], site_verdicts: Mapping[str, Sequence[FleetVerdict]]) -> list[dict[str, Any]]:
@@ -103,7 +104,7 @@ def shape(rows: Sequence[Mapping[str, Any]], site_verdicts: Mapping[str, Sequenc
         "public_ip": r["report_ip"] or r["public_ip"], "site": r["site"], "status": r["status"],
         "latest": None if r["report_id"] is None else {
             "id": r["report_id"], "created": r["created"], "created_ts": r["created_ts"], "profile": r["profile"],
-            "ready": bool(r["ready"]), "top_verdict": r["top_verdict"],
+            "ready": bool(r["ready"]), "top_verdict": r["top_verdict"], "sentence": r.get("sentence"),
             "failed_checks": [c for c in (r["failed_checks"] or "").split(",") if c]},
         "site_verdicts": [v.code for v in site_verdicts.get(r["install_id"], ())],
     } for r in rows]

@@ -359,8 +359,12 @@ class Store:
 
     # -- reports ---------------------------------------------------------------------------
 
-    async def store_report(self, pc: PC, report: Report, body: str, public_ip: str | None) -> bool:
-        """Store once: True when stored now, False when the hub had it already."""
+    async def store_report(self, pc: PC, report: Report, body: str, public_ip: str | None, *, site_label: str | None = None) -> bool:
+        """Store once: True when stored now, False when the hub had it already.
+
+        ``site_label``: the site the PC names in its config (``[hub] site``; "" clears it,
+        None leaves it as it was: a PC too old to send one)."""
+        no_nul("site", site_label)
         row = summarize(report)
         received = now()
         # a report cannot have been made after it arrived: a PC's clock ahead (or a forged
@@ -377,6 +381,8 @@ class Store:
                 values: dict[str, Any] = {"last_seen": now()}
                 if public_ip:
                     values["public_ip"] = public_ip
+                if site_label is not None:
+                    values["site_label"] = site_label.strip()[:100] or None
                 await conn.execute(pcs.update().where(pcs.c.install_id == pc.install_id).values(**values))
                 # the PC's latest report is the one it made last (its created time), never the
                 # greatest id: an id is chosen by the PC, so a forged "zzzz..." would pin the status
@@ -385,12 +391,21 @@ class Store:
                     made = sa.select(reports.c.created_ts).where(reports.c.id == current).scalar_subquery()
                     newer = sa.or_(current.is_(None), sa.func.coalesce(made, -1.0) <= created_ts)
                     values = {current.name: report.id}
-                    if current is pcs.c.last_report_id:  # the PC's name and agent as its latest report says
-                        values |= {"hostname": report.agent.hostname[:255], "agent_user": report.agent.user}
+                    if current is pcs.c.last_report_id:  # the PC's name, agent and status as its latest report says
+                        values |= {"hostname": report.agent.hostname[:255], "agent_user": report.agent.user,
+                                   **status_values(row, report, created_ts, public_ip)}
                     await conn.execute(pcs.update().where(pcs.c.install_id == pc.install_id, newer).values(**values))
         except IntegrityError:
             return False
         return True
+
+    async def set_site_label(self, install_id: str, label: str | None) -> None:
+        """The site a PC names in its config (``[hub] site``): "" clears it, None changes nothing."""
+        if label is None:
+            return
+        no_nul("site", label)
+        async with self.engine.begin() as conn:
+            await conn.execute(pcs.update().where(pcs.c.install_id == install_id).values(site_label=label.strip()[:100] or None))
 
     async def report_body(self, report_id: str) -> tuple[str, str] | None:
         """(install id, JSON) of one report."""
@@ -407,9 +422,12 @@ class Store:
         return [dict(r) for r in rows]
 
     async def recent_reports(self, since_ts: float) -> list[dict[str, Any]]:
-        cols = [c for c in reports.c if c.name != "body"]
+        """Reports made since ``since_ts`` (oldest first), each with its PC's site label."""
+        cols = [c for c in reports.c if c.name != "body"] + [pcs.c.site_label]
+        query = (sa.select(*cols).select_from(reports.outerjoin(pcs, pcs.c.install_id == reports.c.install_id))
+                 .where(reports.c.created_ts >= since_ts).order_by(reports.c.created_ts))
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(*cols).where(reports.c.created_ts >= since_ts).order_by(reports.c.created_ts))).mappings().all()
+            rows = (await conn.execute(query)).mappings().all()
         return [dict(r) for r in rows]
 
     async def fleet(self) -> list[dict[str, Any]]:
@@ -426,13 +444,15 @@ class Store:
     # -- the fleet page at scale (agentd/hub/fleetview.py sorts, filters and pages it) -------------
 
     async def fleet_rows(self) -> list[dict[str, Any]]:
-        """Every PC with its latest report of any profile (``last_report_id``) and its latest
-        pre-shift: the slim columns the fleet page and API filter and sort on."""
-        latest = reports.alias("latest")
+        """Every PC with the status of its latest report of any profile (``last_report_id``,
+        kept on the PC's row at ingest: one table, no join, no report bodies): the slim
+        columns the fleet page and API filter and sort on."""
         cols = [pcs.c.install_id, pcs.c.hostname, pcs.c.agent_user, pcs.c.last_seen, pcs.c.public_ip, pcs.c.revoked,
-                pcs.c.connected_node, latest.c.id.label("report_id"), latest.c.created, latest.c.created_ts, latest.c.profile,
-                latest.c.ready, latest.c.top_verdict, latest.c.public_ip.label("report_ip"), latest.c.failed_checks]
-        query = sa.select(*cols).select_from(pcs.outerjoin(latest, latest.c.id == pcs.c.last_report_id))
+                pcs.c.connected_node, pcs.c.site_label, pcs.c.last_report_id.label("report_id"), pcs.c.status_created.label("created"),
+                pcs.c.status_created_ts.label("created_ts"), pcs.c.status_profile.label("profile"), pcs.c.status_ready.label("ready"),
+                pcs.c.status_verdict.label("top_verdict"), pcs.c.status_ip.label("report_ip"), pcs.c.status_failed.label("failed_checks"),
+                pcs.c.status_sentence.label("sentence")]
+        query = sa.select(*cols)
         async with self.engine.connect() as conn:
             result = await conn.execute(query)
             keys = list(result.keys())
@@ -634,6 +654,19 @@ def summarize(report: Report) -> dict[str, Any]:
         "rtt_ms": _metric(report, "media.path", "rtt_ms") or _metric(report, "stun", "rtt_ms"),
         "mos": _metric(report, "media.path", "mos"),
     }
+
+
+def top_sentence(report: Report) -> str | None:
+    """The top verdict's sentence (what the fleet page's "why" column shows)."""
+    summary = report.verdicts[0].summary if report.verdicts else None
+    return summary[:300] if isinstance(summary, str) else None
+
+
+def status_values(row: dict[str, Any], report: Report, created_ts: float, public_ip: str | None) -> dict[str, Any]:
+    """A report's status as the PC's row keeps it (``pcs.status_*``), from ``summarize``."""
+    return {"status_created": report.created[:40], "status_created_ts": created_ts, "status_profile": row["profile"],
+            "status_ready": row["ready"], "status_verdict": row["top_verdict"], "status_sentence": top_sentence(report),
+            "status_failed": row["failed_checks"], "status_ip": public_ip}
 
 
 def network_of(address: str | None, v4_prefix: int = 24, v6_prefix: int = 48) -> str | None:

@@ -26,7 +26,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import structlog
@@ -57,6 +57,7 @@ class HubClientSettings:
     reconnect_min_s: float = field(default=1.0, metadata={"help": "first wait before reconnecting; doubles, with jitter", "min": 0.05, "max": 600})
     reconnect_max_s: float = field(default=60.0, metadata={"help": "longest wait between reconnects", "min": 0.1, "max": 3600})
     genesys_attributes: bool = field(default=False, metadata={"help": "also write an incident report's summary (top verdict, report id, hub link) onto the agent's call participant in Genesys Cloud"})
+    site: str = field(default="", metadata={"help": "this PC's site as the hub names it (\"Lisbon\"): sent with each report and preferred over the hub's [hub] sites prefixes; empty: the hub places the PC by its address"})
     sites: dict[str, tuple[str, ...]] = field(default_factory=dict, metadata={"help": "on the hub server (agentd hub serve): site names and the public prefixes their PCs come from, {Lisbon = [\"198.51.100.0/24\"]}; a PC elsewhere is placed by its /24 (IPv6: /48)"})
 
 
@@ -108,7 +109,7 @@ async def enroll(settings: HubClientSettings) -> str:
         async with httpx.AsyncClient(timeout=settings.timeout_s, verify=_verify(settings)) as client:
             response = await client.post(
                 f"{base_url(settings)}/api/v1/enroll",
-                json={"install_id": info.install_id, "hostname": info.hostname, "user": info.user},
+                json={"install_id": info.install_id, "hostname": info.hostname, "user": info.user, "site": settings.site},
                 headers={"Authorization": f"Bearer {settings.enrollment_key.reveal()}"},
             )
     except httpx.HTTPError as exc:
@@ -173,7 +174,8 @@ class HubSink:
     async def deliver(self, report: Report, payload: bytes) -> None:
         token = await install_token(self.settings)
         url = f"{base_url(self.settings)}/api/v1/reports"
-        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": report.id, "Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": report.id, "Content-Type": "application/json",
+                   "Agentd-Site": quote(self.settings.site.strip(), safe="")}  # always sent: "" clears a label the PC no longer has
         try:
             async with httpx.AsyncClient(timeout=self.settings.timeout_s, verify=_verify(self.settings)) as client:
                 response = await client.post(url, content=payload, headers=headers)
@@ -365,6 +367,8 @@ def agentd_configure(config: Config) -> None:
         raise ConfigError(f"must be an http:// or https:// URL, got {settings.url!r}", file=str(config.path) if config.path else None, key="hub.url")
     if parts.username or parts.password:
         raise ConfigError("must not carry a user or password (use enrollment_key)", file=str(config.path) if config.path else None, key="hub.url")
+    if len(settings.site.strip()) > 100 or any(ch < " " or ch == "\x7f" for ch in settings.site):
+        raise ConfigError("must be at most 100 printable characters", file=str(config.path) if config.path else None, key="hub.site")
     if settings.reconnect_max_s < settings.reconnect_min_s:
         raise ConfigError("must not be below reconnect_min_s", file=str(config.path) if config.path else None, key="hub.reconnect_max_s")
 

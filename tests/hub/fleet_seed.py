@@ -52,7 +52,7 @@ async def seed_fleet(store: Any, pcs: int, *, sites: int = 20, not_ready_share: 
                      seed: int = 23, now: float | None = None) -> SeededFleet:
     """Write ``pcs`` PCs and one latest report each; returns what was written."""
     from agentd.hub.db import pcs as pcs_table, reports as reports_table
-    from agentd.hub.store import summarize
+    from agentd.hub.store import status_values, summarize
 
     rng = random.Random(seed)
     now = time.time() if now is None else now
@@ -76,7 +76,8 @@ async def seed_fleet(store: Any, pcs: int, *, sites: int = 20, not_ready_share: 
         pc_rows.append({"install_id": install_id, "token_id": f"seed{i:012x}", "token_hash": "-", "enroll_key_id": "seed",
                         "hostname": hostname, "agent_user": user, "enrolled": now - 30 * 86400, "last_seen": created + 60,
                         "public_ip": address, "last_report_id": report.id,
-                        "last_preshift_id": report.id if report.profile == "preshift" else None})
+                        "last_preshift_id": report.id if report.profile == "preshift" else None,
+                        **status_values(row, report, row["created_ts"], address)})
         ids.append(install_id)
         if failing:
             not_ready.add(install_id)

@@ -28,6 +28,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._figures import load_average, median_range  # noqa: E402
 
+TARGET_MS = 300
+"""Issue 23: the first page under 300 ms on the server."""
+
 
 async def _prepare(database: str, pcs: int) -> tuple[str, str]:
     from agentd.hub.db import make_engine
@@ -106,12 +109,13 @@ def main(argv: list[str] | None = None) -> int:
             proc.terminate()
             proc.wait(timeout=30)
     print(f"{args.pcs} PCs on SQLite, {args.requests} requests per case; load average {load_average()}")
-    print("| case | server (Server-Timing) median (min-max) | round trip median (min-max) | size |")
-    print("|---|---|---|---|")
+    print(f"| case | server (Server-Timing) median (min-max) | under {TARGET_MS} ms | round trip median (min-max) | size |")
+    print("|---|---|---|---|---|")
     for r in results:
         server = median_range(r["server"], 0) + " ms" if r["server"] else "-"
+        under = f"{sum(t < TARGET_MS for t in r['server'])} of {len(r['server'])}" if r["server"] else "-"
         wall = median_range(r["wall"], 0) + " ms"
-        print(f"| {r['case']} | {server} | {wall} | {r['bytes'] / 1024:.0f} KiB |")
+        print(f"| {r['case']} | {server} | {under} | {wall} | {r['bytes'] / 1024:.0f} KiB |")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import json
 import math
@@ -76,7 +77,11 @@ class HubSettings:
     login_address_factor: float = 10.0  # the per-address backstop: this many times the per-account budget
     hash_workers: int = 2  # argon2 runs at once (threads; the event loop never hashes)
     presence_s: float = 20.0  # how often a process marks its PCs present; 3 rounds missed: not connected
-    socket_admission: int = 4  # PC sockets whose token is being checked at once (the database pool has 15)
+    socket_queue: int = 100
+    """PC sockets being admitted (token looked up, connection recorded) at once; one more
+    is answered HTTP 503 with Retry-After at once, instead of waiting past its open
+    timeout. The lookups and the writes are batched (one query and one commit per batch,
+    one pool connection each), so a storm never takes the pool."""
     site_window_s: float = 1800.0
     site_min_pcs: int = 3
     site_min_share: float = 0.6
@@ -116,7 +121,7 @@ class Hub:
         self._run_sweeper: asyncio.Task | None = None
         self.alerter: Any = None
         self._presence: asyncio.Task | None = None
-        self.admission = asyncio.Semaphore(settings.socket_admission)
+        self.door = Door(settings.socket_queue)
 
     async def startup(self) -> None:
         await self.agents.start()
@@ -403,26 +408,31 @@ async def agent_socket(ws: WebSocket) -> None:
     if hub.agents.stopping:
         await ws.close(code=1012)  # this process is stopping: the PC tries again (another process, or this one restarted)
         return
-    async with hub.admission:  # a reconnect storm takes a few pool connections, never all of them
-        pc = await pc_from(ws)
-    if pc is None:
-        await ws.close(code=1008)  # before accept: the client sees HTTP 403
+    if not hub.door.enter():  # a reconnect storm: the PC comes back later instead of timing out in a queue
+        await refuse_busy(ws, hub.door.retry_after_s())
         return
-    await ws.accept()
     attached = False
     try:
-        # recorded first: a PC whose connection could not be recorded is not held (nor counted)
-        await hub.agents.record_connected(pc.install_id, client_ip(ws))
-        await hub.agents.attach(pc.install_id, ws)
-        attached = True
-    except Exception as exc:
-        log.warning("PC connection not recorded; closing it (the PC reconnects)", install_id=pc.install_id, error=type(exc).__name__)
-        with contextlib.suppress(Exception):
-            await ws.close(code=1011)
-        return
+        pc = await pc_from(ws)  # batched with the other PCs' lookups (Store._token_row)
+        if pc is None:
+            await ws.close(code=1008)  # before accept: the client sees HTTP 403
+            return
+        await ws.accept()
+        try:
+            # recorded first: a PC whose connection could not be recorded is not held (nor counted)
+            await hub.agents.record_connected(pc.install_id, client_ip(ws))
+            await hub.agents.attach(pc.install_id, ws)
+            attached = True
+        except Exception as exc:
+            log.warning("PC connection not recorded; closing it (the PC reconnects)", install_id=pc.install_id, error=type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await ws.close(code=1011)
+            return
+        finally:
+            if not attached:
+                hub.agents.detach(pc.install_id, ws)
     finally:
-        if not attached:
-            hub.agents.detach(pc.install_id, ws)
+        hub.door.leave(admitted=attached)
     log.info("PC connected", install_id=pc.install_id)
     try:
         while True:
@@ -446,6 +456,56 @@ async def agent_socket(ws: WebSocket) -> None:
             if not stopping or pc.install_id in hub.agents.runs.values():
                 await _end_runs_offline(hub, pc.install_id)
         log.info("PC disconnected", install_id=pc.install_id)
+
+
+class Door:
+    """How many PC sockets are being admitted at once, and when a refused one should come
+    back: the PCs refused lately plus those inside, at the rate PCs got in lately (a
+    restarted hub with 5,000 PCs knocking tells them to spread over the seconds it needs,
+    not to come back all together in one)."""
+
+    WINDOW_S = 10.0
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.inside = 0
+        self.refused = 0  # in all, for the logs and tests
+        self._refused: collections.deque[float] = collections.deque(maxlen=100_000)
+        self._admitted: collections.deque[float] = collections.deque(maxlen=100_000)
+
+    def enter(self) -> bool:
+        if self.inside >= self.bound:
+            self.refused += 1
+            self._refused.append(time.monotonic())
+            return False
+        self.inside += 1
+        return True
+
+    def leave(self, *, admitted: bool) -> None:
+        self.inside -= 1
+        if admitted:
+            self._admitted.append(time.monotonic())
+
+    def retry_after_s(self) -> int:
+        now = time.monotonic()
+        for q in (self._refused, self._admitted):
+            while q and q[0] < now - self.WINDOW_S:
+                q.popleft()
+        # PCs per second admitted lately (at least a modest guess while there is no history)
+        rate = max(len(self._admitted) / self.WINDOW_S, 50.0)
+        return max(1, min(30, math.ceil((len(self._refused) + self.inside) / rate)))
+
+
+async def refuse_busy(ws: WebSocket, retry_after_s: int) -> None:
+    """HTTP 503 with Retry-After before the handshake (the PC's client sees the status and
+    waits at least that long, within its backoff's bound)."""
+    response = JSONResponse({"error": "the hub is admitting many PCs; try again later"}, status_code=503,
+                            headers={"Retry-After": str(retry_after_s)})
+    try:
+        await ws.send_denial_response(response)
+    except (RuntimeError, AttributeError):  # a server without the denial extension: close (1013, try again later)
+        with contextlib.suppress(Exception):
+            await ws.close(code=1013)
 
 
 async def _end_runs_offline(hub: Hub, install_id: str) -> None:

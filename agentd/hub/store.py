@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import re
@@ -70,6 +71,9 @@ class Store:
         self.engine = engine
         self.verified = security.VerifiedCache()
         self.hashing = security.Hashing(hash_workers)
+        self._lookups: list[tuple[str, asyncio.Future[Any]]] = []
+        self._looker: asyncio.Task[None] | None = None
+        self._upgrades = asyncio.Semaphore(4)  # old tokens' argon2 checks writing their fast check at once
 
     # -- enrollment keys --------------------------------------------------------------
 
@@ -188,8 +192,7 @@ class Store:
         if parts is None:
             return None
         token_id, secret = parts
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(pcs).where(pcs.c.token_id == token_id))).mappings().first()
+        row = await self._token_row(token_id)
         if row is None or row["revoked"] is not None:
             return None
         mark = security.fingerprint(f"{row['token_hash']}|{token_text}")
@@ -200,11 +203,40 @@ class Store:
             else:  # a token issued before the fast check: argon2 once, then the check is kept
                 if not await self.hashing.verify_secret(row["token_hash"], secret):
                     return None
-                async with self.engine.begin() as conn:
+                async with self._upgrades, self.engine.begin() as conn:
                     await conn.execute(pcs.update().where(pcs.c.token_id == token_id, pcs.c.token_check.is_(None))
                                        .values(token_check=security.token_check(secret)))
             self.verified.add(mark)
         return PC(row["install_id"], row["token_id"], row["hostname"], row["revoked"])
+
+    async def _token_row(self, token_id: str) -> Any:
+        """The token's PC row, read fresh (a revocation counts at once). Lookups arriving
+        while one query runs go in the next, one ``IN`` query for up to 500: a fleet
+        reconnecting after a restart costs a query per batch, not one per PC, and holds
+        one pool connection."""
+        loop = asyncio.get_running_loop()
+        found: asyncio.Future[Any] = loop.create_future()
+        self._lookups.append((token_id, found))
+        if self._looker is None or self._looker.done() or self._looker.get_loop() is not loop:
+            self._looker = loop.create_task(self._look_up())
+        return await found
+
+    async def _look_up(self) -> None:
+        while self._lookups:
+            batch, self._lookups = self._lookups[:500], self._lookups[500:]
+            try:
+                async with self.engine.connect() as conn:
+                    rows = (await conn.execute(sa.select(pcs).where(pcs.c.token_id.in_(sorted({t for t, _ in batch}))))).mappings().all()
+            except Exception as exc:
+                for _, found in batch:
+                    if not found.done():
+                        found.set_exception(exc)
+                        found.exception()  # retrieved here too: a caller that went away meanwhile is not an error
+            else:
+                by_id = {row["token_id"]: row for row in rows}
+                for token_id, found in batch:
+                    if not found.done():
+                        found.set_result(by_id.get(token_id))
 
     async def list_pcs(self) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:

@@ -252,6 +252,29 @@ def backoff_s(attempt: int, low: float, high: float) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+def retry_after_of(exc: BaseException) -> float | None:
+    """The seconds of a refused WebSocket handshake's ``Retry-After`` (a hub admitting many
+    PCs answers 503 with one), or None."""
+    response = getattr(exc, "response", None)
+    if getattr(response, "status_code", None) not in (429, 503):
+        return None
+    try:
+        value = float(response.headers.get("Retry-After", ""))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return value if 0 <= value < 86_400 else None
+
+
+def reconnect_delay_s(attempt: int, low: float, high: float, retry_after: float | None = None) -> float:
+    """The wait before the next connection attempt: the backoff, or longer when the hub
+    asked for it (``Retry-After``, jittered up to half again so the PCs it refused do not
+    come back in one step), never more than the backoff's bound ``high``."""
+    delay = backoff_s(attempt, low, high)
+    if retry_after is not None:
+        delay = max(delay, retry_after * random.uniform(1.0, 1.5))
+    return min(high, delay)
+
+
 class HubLink:
     """The daemon's connection to the hub, for as long as the daemon runs."""
 
@@ -268,6 +291,7 @@ class HubLink:
 
         attempt = 0
         while True:
+            retry_after = None
             try:
                 token = await install_token(self.settings)
                 ssl = client_context(self.settings.ca_file) if ws_url(self.settings).startswith("wss") else None
@@ -290,12 +314,13 @@ class HubLink:
                 status = getattr(getattr(exc, "response", None), "status_code", None)
                 if status in (401, 403):
                     forget_token()  # enroll again next time (a revoked PC is refused there)
+                retry_after = retry_after_of(exc)
                 log.warning("hub connection lost; reconnecting", hub=base_url(self.settings),
                             error=redact.redact_text(f"{type(exc).__name__}: {exc}")[:200])
             finally:
                 self.connected.clear()
             attempt += 1
-            await asyncio.sleep(backoff_s(attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s))
+            await asyncio.sleep(reconnect_delay_s(attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s, retry_after))
 
     async def _serve(self, ws: Any) -> None:
         async for raw in ws:

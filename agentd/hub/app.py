@@ -487,12 +487,17 @@ class Door:
             self._admitted.append(time.monotonic())
 
     def retry_after_s(self) -> int:
+        """Seconds for the PCs refused lately (and those inside) to get in at the rate PCs
+        got in lately: a PC waits between this and twice this (``reconnect_delay_s``), so
+        they come back about as fast as they are let in."""
         now = time.monotonic()
         for q in (self._refused, self._admitted):
             while q and q[0] < now - self.WINDOW_S:
                 q.popleft()
-        # PCs per second admitted lately (at least a modest guess while there is no history)
-        rate = max(len(self._admitted) / self.WINDOW_S, 50.0)
+        if len(self._admitted) >= 20:  # PCs per second while PCs were getting in
+            rate = len(self._admitted) / max(1.0, now - self._admitted[0])
+        else:
+            rate = 200.0  # no history yet (a hub just started): a modest guess
         return max(1, min(30, math.ceil((len(self._refused) + self.inside) / rate)))
 
 

@@ -267,11 +267,11 @@ def retry_after_of(exc: BaseException) -> float | None:
 
 def reconnect_delay_s(attempt: int, low: float, high: float, retry_after: float | None = None) -> float:
     """The wait before the next connection attempt: the backoff, or longer when the hub
-    asked for it (``Retry-After``, jittered up to half again so the PCs it refused do not
+    asked for it (``Retry-After``, jittered up to twice that so the PCs it refused do not
     come back in one step), never more than the backoff's bound ``high``."""
     delay = backoff_s(attempt, low, high)
     if retry_after is not None:
-        delay = max(delay, retry_after * random.uniform(1.0, 1.5))
+        delay = max(delay, retry_after * random.uniform(1.0, 2.0))
     return min(high, delay)
 
 

@@ -24,7 +24,7 @@ def test_reconnect_delay_honours_retry_after_within_the_backoff_bound():
             assert reconnect_delay_s(attempt, 1.0, 60.0, retry_after=500.0) == 60.0  # the bound wins
             assert backoff_s(attempt, 1.0, 60.0) <= 60.0
     spread = {round(reconnect_delay_s(1, 1.0, 60.0, retry_after=10.0), 1) for _ in range(200)}
-    assert len(spread) > 20 and min(spread) >= 10.0 and max(spread) <= 15.0  # jittered: refused PCs do not return in step
+    assert len(spread) > 20 and min(spread) >= 10.0 and max(spread) <= 20.0  # jittered: refused PCs do not return in step
 
 
 def test_retry_after_is_read_only_from_a_refusal():

@@ -10,11 +10,12 @@ PostgreSQL restart. Everything on 127.0.0.x; every loop bounded.
    each costs the hub one argon2 verification) are lightweight WebSocket clients in a
    separate process that reconnect like the daemon's hub link (``backoff_s``: from
    ``reconnect_min_s`` 1 s doubling to 60 s, jitter on the upper half; open timeout
-   10 s). Once all are connected the hub (SQLite) gets SIGTERM and a new process starts
+   10 s; a 503's ``Retry-After`` honoured within that bound: ``reconnect_delay_s``). Once all are connected the hub (SQLite) gets SIGTERM and a new process starts
    on the same port. Measured: ``/healthz`` latency while the PCs come back (polled
    every 50 ms from the benchmark's process: p50, p99, max); how many PCs are back and
    when; "within the backoff's bound": the PC's first attempt after the hub answered
-   again succeeded (it waited only its own backoff, never a second round).
+   again succeeded (it waited only its own backoff, never a second round); PCs back
+   within 60 s (the backoff's cap) of the hub answering; 503s the hub answered.
 2. ``logins``: 200 parallel wrong HTTP Basic passwords for one account from ten
    addresses (127.0.0.2-11) at one hub while ``/healthz`` is polled: answers by status,
    ``/healthz`` p50 / p99 / max.

@@ -79,3 +79,33 @@ def test_beyond_the_admission_bound_a_pc_gets_503_with_retry_after_and_comes_bac
     wait_until(lambda: connected(live_hub.url, auth, pc.install_id())(), 60, what="the daemon back after the 503s")
     assert hub.door.inside == 0
     assert "Traceback" not in pc.stderr()
+
+
+def test_token_lookups_arriving_together_each_get_their_own_pc(tmp_path):
+    """The batched lookup (one query for the tokens arriving meanwhile) answers each
+    token with its own PC, refuses wrong, unknown and revoked ones, and a revocation
+    counts at the next lookup (rows are read fresh, not cached)."""
+    from agentd.hub.db import make_engine
+    from agentd.hub.migrate import upgrade
+    from agentd.hub.store import Store
+
+    async def go() -> None:
+        engine = make_engine(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+        await upgrade(engine)
+        store = Store(engine)
+        try:
+            key = await store.create_enroll_key()
+            tokens = {f"agentd-batch-{i}": (await store.enroll(key.text, f"agentd-batch-{i}", f"h{i}", None)).token for i in range(12)}
+            asked = list(tokens.items()) * 3
+            wrong = [t[:-4] + "AAAA" for t in list(tokens.values())[:3]] + ["itk.0000000000000000.nope", "not a token"]
+            found = await asyncio.gather(*(store.pc_for_token(t) for _, t in asked), *(store.pc_for_token(t) for t in wrong))
+            assert [pc.install_id for pc in found[:len(asked)]] == [i for i, _ in asked]
+            assert found[len(asked):] == [None] * len(wrong)
+            assert await store.revoke_pc("agentd-batch-3")
+            again = await asyncio.gather(*(store.pc_for_token(t) for t in tokens.values()))
+            assert [pc is None for pc in again] == [i == "agentd-batch-3" for i in tokens]
+        finally:
+            store.hashing.close()
+            await engine.dispose()
+
+    asyncio.run(go())

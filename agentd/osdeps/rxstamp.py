@@ -17,10 +17,12 @@ import time
 SIOCGSTAMPNS = 0x8907
 _TIMESPEC = struct.Struct("@qq")
 
-if sys.platform.startswith("linux"):
-    import fcntl
-else:  # pragma: no cover - other platforms read their own clock
+if sys.platform == "win32":  # pragma: no cover - Windows reads its own clock
     fcntl = None
+else:
+    import fcntl
+
+_STAMPS = sys.platform.startswith("linux")  # SIOCGSTAMPNS is Linux's; macOS reads its own clock too
 
 
 def _stamp(fd: int) -> float | None:
@@ -34,7 +36,7 @@ def _stamp(fd: int) -> float | None:
 
 def enable(sock) -> bool:
     """Turn receive timestamps on for ``sock`` (anything with ``fileno()``); False where they cannot be had."""
-    if fcntl is None or sock is None:
+    if not _STAMPS or fcntl is None or sock is None:
         return False
     try:
         fd = sock.fileno()
@@ -51,7 +53,7 @@ def last_arrival(sock, *, max_age_s: float = 2.0) -> float | None:
     """The kernel's arrival time of the datagram just read from ``sock``, on the
     ``time.monotonic()`` clock; None when not known (or implausible: in the future, or
     older than ``max_age_s``, e.g. a socket whose timestamps were never enabled)."""
-    if fcntl is None or sock is None:
+    if not _STAMPS or fcntl is None or sock is None:
         return None
     try:
         fd = sock.fileno()

@@ -36,13 +36,19 @@ def checked_in_namespace_with(config_file: str, only: list[str]) -> dict:
 def test_jitter_reads_true_and_is_named_as_jitter(netlab, lab_coturn, agentd_env):  # noqa: F811
     # the line: each packet an independent uniform 0-18 ms on one crossing, RFC 3550 jitter 6 ms
     config = agentd_env.write_config(lab_config(lab_coturn, "jitter_ms = 4.0\n"))
-    with netlab.impair("up", delay_ms=20, jitter_ms=18) as stage:
-        report = netlab.call_in_agent(checked_in_namespace_with, str(config), ["media.path", "host"], timeout=120)
-        truth = stage.stats()
+    # a second measurement only when the first read off the truth: a test worker beside this
+    # one can stall agentd's reads for 100 ms (seen at load 10: rtt_p95 106 ms, jitter 13 ms
+    # against 5.6 applied); an estimator that is wrong reads off the truth both times
+    for _attempt in range(2):
+        with netlab.impair("up", delay_ms=20, jitter_ms=18) as stage:
+            report = netlab.call_in_agent(checked_in_namespace_with, str(config), ["media.path", "host"], timeout=120)
+            truth = stage.stats()
+        [media] = [c for c in report["checks"] if c["id"] == "media.path"]
+        applied = truth.jitter_ms(min_packets=10)
+        if abs(media["metrics"]["jitter_ms"] - applied) <= 0.3 * applied:
+            break
 
-    [media] = [c for c in report["checks"] if c["id"] == "media.path"]
     assert media["details"]["transport"] == "udp", media["summary"]
-    applied = truth.jitter_ms(min_packets=10)
     # 18 / 3 = 6 while a stream's packets stay 20 ms apart; a loaded machine's bunched sends
     # wait for the packet ahead (no reordering) and bring it lower: the truth is what was applied
     assert 2.5 < applied < 7.5

@@ -49,8 +49,10 @@ def test_status_names_what_is_not_configured(start_daemon, service_env):
 
     assert daemon.stop() == 0
 
-    # configured: client credentials (from the environment here) and a schedule: nothing named
-    service_env.write_config(base_config(service_env.plugin_dir, '[schedule]\ntimes = ["07:45"]\n').replace(
+    # configured: client credentials (from the environment here), a schedule and a load service
+    # for latency under load: nothing named
+    service_env.write_config(base_config(service_env.plugin_dir, '[schedule]\ntimes = ["07:45"]\n'
+                                         '[loaded_latency]\nurl = "http://127.0.0.1:9"\n').replace(
         'region = "agentd-test.invalid"',
         'region = "agentd-test.invalid"\nclient_id = "svc-client"\nclient_secret = { env = "SVC_SECRET" }'))
     daemon = start_daemon(extra_env={"SVC_SECRET": "svc-secret-value"})

@@ -50,13 +50,22 @@ async def end(request: Request) -> Response:
     return JSONResponse({"uploaded": session.uploaded, "downloaded": session.downloaded})
 
 
-async def upload(request: Request) -> Response:
+async def _open_session(request: Request):
+    """(service, session) for an enrolled PC's running session, or the error response to send."""
     if await _pc(request) is None:
         return _error("an enrolled PC's install token is needed", 401)
     service = _service(request)
     session = service.get(request.query_params.get("session"))
     if session is None:
         return _error("no such session (ended or expired)", 410)
+    return service, session
+
+
+async def upload(request: Request) -> Response:
+    opened = await _open_session(request)
+    if isinstance(opened, Response):
+        return opened
+    service, session = opened
     try:
         length = int(request.headers.get("content-length", ""))
     except ValueError:
@@ -77,12 +86,10 @@ async def upload(request: Request) -> Response:
 
 
 async def download(request: Request) -> Response:
-    if await _pc(request) is None:
-        return _error("an enrolled PC's install token is needed", 401)
-    service = _service(request)
-    session = service.get(request.query_params.get("session"))
-    if session is None:
-        return _error("no such session (ended or expired)", 410)
+    opened = await _open_session(request)
+    if isinstance(opened, Response):
+        return opened
+    service, session = opened
     try:
         wanted = int(request.query_params.get("bytes", ""))
     except ValueError:
